@@ -1,0 +1,41 @@
+# Two commands: `make test` and `make bench`.  Everything else is a helper for them.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.storebench-installed
+PYTEST_ARGS ?=
+
+.PHONY: test bench venv golden lock clean
+
+# (Re)install when the project's requirements change; the lock pins every version.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[all]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest tests bench $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python -m pytest bench --benchmark-enable --benchmark-autosave \
+		--benchmark-columns=median,iqr,ops,rounds --benchmark-sort=fullname $(PYTEST_ARGS)
+
+# Rewrite the committed golden datasets (only when a format's on-disk layout changes on purpose).
+golden: $(STAMP)
+	$(BIN)/python tests/make_golden.py $(FORMATS)
+
+# Re-pin constraints.txt for every supported Python (needs network access to the package index).
+lock: $(STAMP)
+	$(BIN)/python -m pip install -q uv
+	$(BIN)/uv pip compile --universal --python-version 3.10 --all-extras --no-header \
+		--no-emit-package torch --no-annotate -o constraints.txt.tmp pyproject.toml
+	# torch comes from the local CPU wheel, which needs none of the CUDA packages.
+	grep -v -E '^(nvidia-|cuda-|triton)' constraints.txt.tmp > constraints.txt
+	rm constraints.txt.tmp
+	echo 'torch==2.13.0 ; python_version == "3.11"' >> constraints.txt
+
+clean:
+	rm -rf $(VENV) .tox .benchmarks .hypothesis .storebench-data .pytest_cache
