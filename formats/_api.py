@@ -27,6 +27,7 @@ import os
 import shutil
 import uuid
 import weakref
+import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ import numpy as np
 
 __all__ = [
     "ALL_MODES",
+    "ChecksumError",
     "DatasetError",
     "Format",
     "Reader",
@@ -69,6 +71,31 @@ class DatasetError(ValueError):
 
     def __reduce__(self):
         return (type(self), (self.path, self.problem))
+
+
+class ChecksumError(DatasetError):
+    """A sample read back does not match the checksum stored when it was written."""
+
+
+CHECKSUMS = "checksums.u32"
+CHECKSUM_KIND = "crc32-content-v1"
+
+
+def content_crc(s: Sample, *, pixels: bool = True) -> int:
+    """CRC-32 of everything a reader returns for ``s``: key, label, boxes, meta, image.
+
+    Lossy formats leave the pixels out (``pixels=False``) and guard their
+    encoded bytes with a checksum of their own.
+    """
+    img = s.image
+    head = (f"{s.key}\x00{s.label}\x00{img.dtype.str}{img.shape}\x00"
+            f"{json.dumps(s.meta, sort_keys=True, separators=(',', ':'))}").encode("utf-8", "surrogatepass")
+    crc = zlib.crc32(head)
+    crc = zlib.crc32(np.ascontiguousarray(s.boxes, "<f4"), crc)
+    crc = zlib.crc32(np.ascontiguousarray(s.box_labels, "<i8"), crc)
+    if pixels:
+        crc = zlib.crc32(np.ascontiguousarray(img, img.dtype.newbyteorder("<")), crc)
+    return crc
 
 
 # --------------------------------------------------------------------------- Sample
@@ -334,13 +361,16 @@ class Format(ABC):
         tmp.mkdir()
         counter = _Counter()
         try:
-            extra = self._write(self._checked(samples, counter), tmp) or {}
+            with open(tmp / CHECKSUMS, "wb") as crc_file:
+                extra = self._write(self._checked(samples, counter, crc_file), tmp) or {}
             manifest = {
                 "storebench": "dataset",
                 "format": self.name,
                 "format_version": self.version,
                 "options": _jsonable(self.options),
                 "count": counter.n,
+                "checksum": CHECKSUM_KIND,
+                "files": _file_table(tmp),
                 **extra,
             }
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
@@ -352,9 +382,10 @@ class Format(ABC):
         nbytes, nfiles = disk_usage(path)
         return WriteReport(str(path), counter.n, nbytes, nfiles)
 
-    def _checked(self, samples: Iterable[Sample], counter: _Counter) -> Iterator[Sample]:
+    def _checked(self, samples: Iterable[Sample], counter: _Counter, crc_file) -> Iterator[Sample]:
         seen: set[str] = set()
         modes = self.modes
+        lossless = self.lossless
         for s in samples:
             if not isinstance(s, Sample):
                 raise TypeError(f"samples[{counter.n}]: expected a Sample, got {type(s).__name__}")
@@ -367,6 +398,8 @@ class Format(ABC):
                 )
             seen.add(s.key)
             counter.n += 1
+            # Written before the format sees the sample: 4 bytes each, streamed.
+            crc_file.write(content_crc(s, pixels=lossless).to_bytes(4, "little"))
             yield s
 
     @abstractmethod
@@ -399,7 +432,14 @@ class Format(ABC):
             raise DatasetError(
                 path, f"format version {manifest['format_version']} is newer than "
                 f"this reader ({self.name} v{self.version}); upgrade storebench")
-        return self.reader(self, path, manifest, verify)
+        check_files(path, manifest)
+        reader = self.reader(self, path, manifest, verify)
+        try:
+            reader.handles  # open and check the format's own files now, in this process
+        except BaseException:
+            reader.close()
+            raise
+        return reader
 
 
 class _Counter:
@@ -429,7 +469,49 @@ def read_manifest(path: Path) -> dict:
             raise DatasetError(path, f"{MANIFEST}: missing or bad {field!r}")
     if manifest["count"] < 0:
         raise DatasetError(path, f"{MANIFEST}: negative count")
+    if not isinstance(manifest.get("files", {}), dict):
+        raise DatasetError(path, f"{MANIFEST}: bad 'files'")
     return manifest
+
+
+def _file_table(root: Path) -> dict:
+    """Sizes of the dataset's top-level files, and file count and bytes per subdirectory."""
+    table: dict = {}
+    for entry in sorted(os.scandir(root), key=lambda e: e.name):
+        if entry.name == MANIFEST:
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            nbytes, nfiles = disk_usage(entry.path)
+            table[entry.name + "/"] = {"files": nfiles, "bytes": nbytes}
+        else:
+            table[entry.name] = entry.stat().st_size
+    return table
+
+
+def check_files(path: Path, manifest: dict, *, deep: bool = False) -> None:
+    """Check the files the manifest lists are all there with their sizes.
+
+    Runs before any format library sees a file, so a truncated or missing
+    file is a DatasetError instead of a crash inside a C library.  ``deep``
+    also counts and sizes the files in subdirectories (slow for 100k files).
+    """
+    for name, expect in manifest.get("files", {}).items():
+        f = path / name
+        if name.endswith("/"):
+            if not f.is_dir():
+                raise DatasetError(path, f"directory {name} is missing")
+            if deep and isinstance(expect, dict):
+                nbytes, nfiles = disk_usage(f)
+                if (nfiles, nbytes) != (expect.get("files"), expect.get("bytes")):
+                    raise DatasetError(path, f"{name} holds {nfiles} files / {nbytes} bytes, "
+                                       f"expected {expect.get('files')} / {expect.get('bytes')}")
+            continue
+        try:
+            size = f.stat().st_size
+        except FileNotFoundError:
+            raise DatasetError(path, f"file {name} is missing") from None
+        if size != expect:
+            raise DatasetError(path, f"file {name} has {size} bytes, expected {expect} (truncated or damaged)")
 
 
 # --------------------------------------------------------------------------- Reader
@@ -479,6 +561,7 @@ class Reader(ABC):
         self._index = None
         self._key_pos: dict[str, int] | None = None
         self._closed = False
+        self._crcs: np.ndarray | None = None
         _live_readers.add(self)
 
     # ---- subclass hooks
@@ -536,6 +619,8 @@ class Reader(ABC):
             raise IndexError(f"{self.path}: index {i} out of range for {n} samples")
         if self._handles is None:
             self.handles
+        if self.verify_reads:
+            return self._checked_read(int(i))
         return self._read(int(i))
 
     def read_batch(self, indices: Sequence[int] | np.ndarray) -> list[Sample]:
@@ -550,12 +635,68 @@ class Reader(ABC):
                                  f"out of range for {n} samples")
         if self._handles is None:
             self.handles
-        return self._read_many(idx)
+        out = self._read_many(idx)
+        if self.verify_reads:
+            for i, smp in zip(idx.tolist(), out):
+                self._check(i, smp)
+        return out
 
     def __iter__(self) -> Iterator[Sample]:
         if self._handles is None:
             self.handles
+        if self.verify_reads:
+            return (self._check(i, smp) for i, smp in enumerate(self._iter()))
         return self._iter()
+
+    # ---- checksums
+
+    def _stored_crcs(self) -> np.ndarray:
+        crcs = self._crcs
+        if crcs is None:
+            f = self.path / CHECKSUMS
+            try:
+                crcs = np.fromfile(f, dtype="<u4")
+            except FileNotFoundError:
+                raise DatasetError(self.path, f"{CHECKSUMS} is missing") from None
+            if len(crcs) != self._n:
+                raise DatasetError(self.path, f"{CHECKSUMS} holds {len(crcs)} checksums for {self._n} samples")
+            self._crcs = crcs
+        return crcs
+
+    def _check(self, i: int, smp: Sample) -> Sample:
+        if content_crc(smp, pixels=self.format.lossless) != int(self._stored_crcs()[i]):
+            raise ChecksumError(self.path, f"sample {i} (key {smp.key!r}) does not match its checksum")
+        return smp
+
+    def _checked_read(self, i: int) -> Sample:
+        try:
+            smp = self._read(i)
+        except DatasetError:
+            raise
+        except (ValueError, OSError, KeyError, IndexError, TypeError, EOFError) as err:
+            raise DatasetError(self.path, f"sample {i} cannot be read: {type(err).__name__}: {err}") from err
+        return self._check(i, smp)
+
+    def verify(self) -> list[str]:
+        """Read every sample and return the keys (or ``#position``) that are damaged.
+
+        A sample is damaged when it cannot be read or does not match the
+        checksum stored at write time.  Also checks every file's size.
+        """
+        check_files(self.path, self.manifest, deep=True)
+        if self._handles is None:
+            self.handles
+        try:
+            keys = self._keys()
+        except (ValueError, OSError) as err:
+            raise DatasetError(self.path, f"keys cannot be read: {err}") from err
+        bad = []
+        for i in range(self._n):
+            try:
+                self._checked_read(i)
+            except DatasetError:
+                bad.append(keys[i] if i < len(keys) else f"#{i}")
+        return bad
 
     def keys(self) -> list[str]:
         """All keys, in write order."""

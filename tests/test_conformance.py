@@ -186,15 +186,26 @@ def test_write_report(fmt, tmp_path):
     assert formats.open_dataset(tmp_path / "ds").format == fmt
 
 
-@pytest.mark.parametrize("fmt", DEFAULTS)
+def _sample_of_mode(dtype: str, channels: int) -> Sample:
+    shape = (3, 5, channels) if channels else (3, 5)
+    return Sample(f"{dtype}x{channels}", np.ones(shape, dtype))
+
+
+@pytest.mark.parametrize("fmt", [p for p in DEFAULTS if p.values[0] is None
+                                 or p.values[0].modes != formats.ALL_MODES])
 def test_unsupported_mode_is_refused(fmt, tmp_path):
-    refused = [s for s in EDGE if s.mode not in fmt.modes]
-    if not refused:
-        assert fmt.modes == formats.ALL_MODES
-        return
-    with pytest.raises(ValueError, match=f"{fmt.name} cannot store"):
-        fmt.write(_supported(fmt, EDGE) + refused[:1], tmp_path / "ds")
+    """A format that cannot store some image kind refuses it by name and writes nothing."""
+    dtype, channels = sorted(formats.ALL_MODES - fmt.modes)[0]
+    with pytest.raises(ValueError, match=f"{fmt.name} cannot store {dtype}"):
+        fmt.write(_supported(fmt, EDGE) + [_sample_of_mode(dtype, channels)], tmp_path / "ds")
     assert not (tmp_path / "ds").exists()
+    assert _leftovers(tmp_path, "ds") == []
+
+
+@pytest.mark.parametrize("mode", sorted(formats.ALL_MODES))
+def test_every_mode_has_a_lossless_home(mode):
+    """Each image kind a Sample allows is stored losslessly by at least npy."""
+    assert mode in formats.get("npy").modes
 
 
 def test_not_a_sample_is_refused(tmp_path):
