@@ -20,6 +20,7 @@ pickling, per-process reopening, bounds checks) lives here, once.
 from __future__ import annotations
 
 import contextlib
+import errno
 import inspect
 import json
 import math
@@ -376,8 +377,12 @@ class Format(ABC):
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
             _sync_tree(tmp)
             _swap_into_place(tmp, path)
-        except BaseException:
+        except BaseException as err:
+            exhausted = isinstance(err, Exception) and _space_exhausted(tmp, path)
             shutil.rmtree(tmp, ignore_errors=True)
+            if exhausted or _is_disk_full(err):
+                raise OSError(errno.ENOSPC, f"{path}: no space left for the dataset "
+                              f"({type(err).__name__}: {err}); nothing was written") from err
             raise
         nbytes, nfiles = disk_usage(path)
         return WriteReport(str(path), counter.n, nbytes, nfiles)
@@ -440,6 +445,45 @@ class Format(ABC):
             reader.close()
             raise
         return reader
+
+
+_FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
+_FULL_TEXT = ("no space left", "file too large", "disk is full", "quota exceeded")
+
+
+def _is_disk_full(err: BaseException) -> bool:
+    """Whether a library's write error means the disk (or a size limit) is full.
+
+    h5py, lmdb and sqlite3 each report ENOSPC/EFBIG in their own exception types.
+    """
+    while err is not None:
+        if isinstance(err, OSError) and err.errno in _FULL_ERRNOS:
+            return True
+        if any(t in str(err).lower() for t in _FULL_TEXT):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def _space_exhausted(tmp: Path, path: Path) -> bool:
+    """Whether the file system or the file-size limit has run out under ``tmp``.
+
+    Some libraries turn ENOSPC/EFBIG into a generic error (liblmdb reports EIO),
+    so the writer also looks at the disk itself before it reports the failure.
+    """
+    try:
+        st = os.statvfs(path.parent)
+        if st.f_bavail * st.f_frsize < 4 << 20:
+            return True
+        import resource
+        soft, _hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        if soft != resource.RLIM_INFINITY:
+            biggest = max((os.stat(os.path.join(r, n)).st_size
+                           for r, _d, names in os.walk(tmp) for n in names), default=0)
+            return biggest >= soft - min(soft // 4, 1 << 20)
+    except (OSError, ImportError, ValueError):
+        return False
+    return False
 
 
 class _Counter:
