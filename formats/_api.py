@@ -102,13 +102,23 @@ def content_crc(s: Sample, *, pixels: bool = True) -> int:
 # --------------------------------------------------------------------------- Sample
 
 
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _check_meta(meta: Any) -> dict:
     if not isinstance(meta, Mapping):
         raise ValueError(f"meta: must be a mapping, got {type(meta).__name__}")
     out = {}
     for k, v in meta.items():
-        if not isinstance(k, str):
-            raise ValueError(f"meta: keys must be str, got {k!r}")
+        if not isinstance(k, str) or not _is_unicode(k):
+            raise ValueError(f"meta: keys must be str (valid unicode), got {k!r}")
+        if isinstance(v, str) and not _is_unicode(v):
+            raise ValueError(f"meta[{k!r}]: {v!r} is not valid unicode (lone surrogate)")
         if isinstance(v, float) and not math.isfinite(v):
             raise ValueError(f"meta[{k!r}]: non-finite float {v!r} is not JSON")
         if v is not None and not isinstance(v, (str, int, float, bool)):
@@ -159,6 +169,8 @@ class Sample:
         set_ = object.__setattr__
         if not isinstance(self.key, str):
             raise ValueError(f"key: must be str, got {type(self.key).__name__}")
+        if not _is_unicode(self.key):
+            raise ValueError(f"key: {self.key!r} is not valid unicode (lone surrogate)")
         img = self.image
         if not isinstance(img, np.ndarray):
             raise ValueError(f"image: must be a numpy array, got {type(img).__name__}")

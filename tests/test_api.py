@@ -26,6 +26,8 @@ IMG = np.zeros((4, 6, 3), np.uint8)
 
 @pytest.mark.parametrize("kwargs, field", [
     (dict(key=3), "key"),
+    (dict(key="bad \udc80"), "key: .*lone surrogate"),
+    (dict(meta={"a": "\ud800"}), r"meta\[.a.\]: .*lone surrogate"),
     (dict(image=[[1, 2]]), "image"),
     (dict(image=np.zeros((2, 2), np.float32)), "image: dtype"),
     (dict(image=np.zeros((2, 2), np.int16)), "image: dtype"),
