@@ -296,6 +296,9 @@ class Format(ABC):
         a ``ValueError``.  Channels 0 means a 2-D ``(H, W)`` image.
     random_access : bool
         Whether ``r[i]`` avoids reading other samples.
+    executes_code : bool
+        Whether reading unpickles Python objects, so that a malicious dataset
+        can run code: such datasets must only be opened when trusted.
     bench_variants : tuple of dict
         Option sets the benchmark suite sweeps, as constructor kwargs.
     """
@@ -305,6 +308,7 @@ class Format(ABC):
     lossless: ClassVar[bool] = True
     modes: ClassVar[frozenset] = ALL_MODES
     random_access: ClassVar[bool] = True
+    executes_code: ClassVar[bool] = False
     bench_variants: ClassVar[tuple[dict, ...]] = ({},)
     reader: ClassVar[type[Reader]]
 

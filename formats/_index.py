@@ -179,7 +179,8 @@ class Index:
         """Load an index saved by :meth:`IndexWriter.save`; DatasetError if unusable."""
         path = path if path is not None else file
         try:
-            with np.load(file, allow_pickle=False) as z:
+            # Open the file ourselves: np.load leaves it open when the zip is damaged.
+            with open(file, "rb") as f, np.load(f, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
         except FileNotFoundError as err:
             raise DatasetError(path, f"index file {Path(file).name} is missing") from err

@@ -8,9 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-
-UNSAFE_FORMATS = {"pickle", "shelve"}
-
+from pathlib import Path
 
 def _cmd_verify(args: argparse.Namespace) -> int:
     import formats
@@ -18,8 +16,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     status = 0
     for path in args.paths:
         try:
-            manifest = formats.read_manifest(__import__("pathlib").Path(path))
-            if manifest["format"] in UNSAFE_FORMATS:
+            manifest = formats.read_manifest(Path(path))
+            if getattr(formats.available().get(manifest["format"]), "executes_code", False):
                 print(f"warning: {path} is a {manifest['format']} dataset: reading it unpickles "
                       "Python objects, which can run arbitrary code. Only verify datasets you trust.",
                       file=sys.stderr)

@@ -225,6 +225,8 @@ def test_format_identity(fmt):
     assert isinstance(fmt.lossless, bool) and fmt.modes <= formats.ALL_MODES
     module = __import__(type(fmt).__module__, fromlist=["_"])
     assert module.__doc__ and len(module.__doc__.split()) >= 25, "module docstring: what, when, caveats"
+    if fmt.executes_code:
+        assert "untrusted" in module.__doc__, "formats that unpickle must warn about untrusted data"
 
 
 def test_sample_pickles_small():

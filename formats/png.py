@@ -1,0 +1,103 @@
+"""png: a folder of PNG files plus one index, the "just save the images" baseline.
+
+Every image is ``images/{position:08d}.png`` (named by position, not key: keys
+may hold ``/`` or any unicode), encoded and decoded with Pillow; keys, labels,
+boxes, metadata and exact shapes live in ``index.npz``.  ``r[i]`` opens the
+file by path each time, as a dataset of loose files does, so the cost of an
+``open()`` per image (and on a network file system, a metadata round trip) is
+part of what this format measures.
+
+Pick it when the images must stay viewable with any tool, or as the baseline
+the other formats are compared with.  Caveats: lossless but slow to decode
+(zlib), one inode per image (100k files strain backups, ``ls`` and network
+file systems), and Pillow cannot write 16-bit colour, so ``uint16`` images
+with 2, 3 or 4 channels are refused on write; 16-bit grayscale is kept
+(mode ``I;16``).  Images over Pillow's ``Image.MAX_IMAGE_PIXELS`` (89 M
+pixels) are written but warn, or beyond twice that fail, on read as
+decompression bombs.  ``compress_level`` (0-9, zlib) trades write time and
+size and barely changes read time.
+"""
+from __future__ import annotations
+
+import numpy as np
+import PIL
+from PIL import Image
+
+from ._api import DatasetError, Format, Reader
+from ._index import Index, IndexWriter
+
+IMAGES = "images"
+
+
+def _name(i: int) -> str:
+    return f"{IMAGES}/{i:08d}.png"
+
+
+class PNG(Format):
+    name = "png"
+    # (H, W, 1) is stored as 2-D and reshaped back from the index.
+    modes = frozenset({("uint8", c) for c in range(5)} | {("uint16", 0), ("uint16", 1)})
+    bench_variants = ({}, {"compress_level": 1})
+
+    def __init__(self, compress_level: int = 6):
+        if not isinstance(compress_level, int) or not 0 <= compress_level <= 9:
+            raise ValueError(f"compress_level: must be an int in 0..9, got {compress_level!r}")
+        self.compress_level = compress_level
+
+    def info(self):
+        return {"pillow": PIL.__version__}
+
+    def _write(self, samples, root):
+        (root / IMAGES).mkdir()
+        index = IndexWriter()
+        for i, s in enumerate(samples):
+            img = s.image
+            if img.ndim == 3 and img.shape[2] == 1:
+                img = img[:, :, 0]
+            # uint16 2-D arrays become mode "I;16"; uint8 become L, LA, RGB or RGBA.
+            Image.fromarray(np.ascontiguousarray(img)).save(
+                root / _name(i), format="PNG", compress_level=self.compress_level)
+            index.add(s)
+        index.save(root / "index.npz")
+
+
+class PNGReader(Reader):
+    def _open_handles(self):
+        index = Index.load(self.path / "index.npz", self.path)
+        if index.n != self._n:
+            raise DatasetError(self.path, f"index holds {index.n} samples, manifest {self._n}")
+        if not (self.path / IMAGES).is_dir():
+            raise DatasetError(self.path, f"{IMAGES}/ folder is missing")
+        self._index = index
+        self._root = str(self.path) + "/"
+        return index
+
+    def _close_handles(self, handles):
+        pass  # nothing stays open between reads
+
+    def _read(self, i):
+        index = self._index
+        name = _name(i)
+        try:
+            with Image.open(self._root + name, formats=("PNG",)) as im:
+                im.load()
+                img = np.asarray(im)
+        except FileNotFoundError as err:
+            raise DatasetError(self.path, f"{name} is missing") from err
+        except (OSError, SyntaxError, ValueError) as err:  # Pillow's ways to say "broken"
+            raise DatasetError(self.path, f"{name} is damaged: {err}") from err
+        dtype, shape = index.image_dtype[i], index.image_shape[i]
+        if img.dtype != dtype:
+            # Mode I;16 reads as '<u2', which is uint16 on little-endian machines only.
+            if img.dtype.kind != "u" or img.dtype.itemsize != dtype.itemsize:
+                raise DatasetError(self.path, f"{name} holds {img.dtype}, index says {dtype}")
+            img = img.astype(dtype)
+        if img.shape != shape and img.shape + (1,) != shape:
+            raise DatasetError(self.path, f"{name} is {img.shape}, index says {shape}")
+        return index.sample(i, img.reshape(shape))
+
+    def _keys(self):
+        return list(self._index.keys)
+
+
+PNG.reader = PNGReader

@@ -1,0 +1,107 @@
+"""shelve: the standard library's persistent dict, key -> pickled Sample.
+
+``shelve.open(root / "shelf", "n", protocol=5)`` with ``shelf[sample.key] =
+sample``, as many Kaggle notebooks (e.g. VinBigData) cache their data.  The
+shelf has no order, so ``index.npz`` keeps the keys (and labels, boxes,
+metadata) in write order for ``r[i]``; ``r.get(key)`` goes straight to the
+shelf.  The reader opens the shelf read-only once per process.
+
+Which file format lies underneath is whatever ``dbm`` finds first: gdbm,
+ndbm, then the pure-Python ``dbm.dumb`` (Python 3.13 puts ``dbm.sqlite3``
+first).  The CPython used here (3.11, built without ``_gdbm`` and ``_dbm``)
+falls back to ``dbm.dumb``: ``shelf.dat`` with every value padded to 512
+bytes, a text index ``shelf.dir`` loaded whole at open, and a file open per
+read and two per write.  The backend is recorded in the manifest
+(``dbm_backend``) and in ``reader.info()``; a shelf written with gdbm cannot
+be opened where gdbm is missing.
+
+Pick it only to measure what the notebook idiom costs.  Caveats: **unpickling
+executes code**: never open an untrusted shelve dataset (one you did not
+write yourself); keys
+must be valid UTF-8 (no lone surrogates); with ``dbm.dumb`` writes cost about
+twice the pickle format's and each process's first read parses the whole
+``shelf.dir`` (about half a second per 50k keys).
+"""
+from __future__ import annotations
+
+import dbm
+import pickle
+import shelve
+
+from ._api import DatasetError, Format, Reader, Sample
+from ._index import Index, IndexWriter
+
+SHELF = "shelf"
+
+
+class Shelve(Format):
+    name = "shelve"
+    executes_code = True  # unpickles on read: trusted datasets only
+
+    def _write(self, samples, root):
+        index = IndexWriter()
+        with shelve.open(str(root / SHELF), "n", protocol=5) as shelf:
+            for s in samples:
+                try:
+                    shelf[s.key] = s
+                except UnicodeEncodeError as err:
+                    raise ValueError(f"key {s.key!r}: shelve keys must be valid UTF-8") from err
+                index.add(s)
+        index.save(root / "index.npz")
+        return {"dbm_backend": dbm.whichdb(str(root / SHELF))}
+
+
+class ShelveReader(Reader):
+    def _open_handles(self):
+        index = Index.load(self.path / "index.npz", self.path)
+        if index.n != self._n:
+            raise DatasetError(self.path, f"index holds {index.n} samples, manifest {self._n}")
+        try:
+            shelf = shelve.open(str(self.path / SHELF), "r")
+        except (*dbm.error, ValueError, SyntaxError) as err:  # dbm.dumb parses its .dir text
+            raise DatasetError(self.path, f"cannot open the shelf: {err}") from err
+        if len(shelf) != index.n:
+            shelf.close()
+            raise DatasetError(self.path, f"shelf holds {len(shelf)} samples, index {index.n}")
+        self._index = index
+        return shelf
+
+    def _load(self, key, where):
+        # Through shelf.dict (the dbm) so a missing key and a damaged record stay apart.
+        try:
+            raw = self._handles.dict[key.encode(self._handles.keyencoding)]
+        except OSError as err:  # dbm.dumb reopens shelf.dat on every read
+            raise DatasetError(self.path, f"shelf: cannot read {where}: {err}") from err
+        try:
+            s = pickle.loads(raw)
+        except Exception as err:  # damaged bytes can make pickle raise nearly anything
+            raise DatasetError(self.path, f"shelf: {where} does not unpickle: {err!r}") from err
+        if type(s) is not Sample or s.key != key:
+            raise DatasetError(self.path, f"shelf: {where} is not the Sample stored under its key")
+        return s
+
+    def _read(self, i):
+        key = self._index.keys[i]
+        try:
+            return self._load(key, f"record {i} (key {key!r})")
+        except KeyError as err:
+            raise DatasetError(self.path, f"shelf lacks key {key!r} of record {i}") from err
+
+    def get(self, key):
+        if self.verify_reads or not isinstance(key, str):
+            return super().get(key)  # by position, so the checksum is checked
+        if self._handles is None:
+            self.handles  # opens the shelf in this process
+        try:
+            return self._load(key, f"key {key!r}")
+        except (KeyError, UnicodeEncodeError):  # a lone surrogate could never have been stored
+            raise KeyError(key) from None
+
+    def _keys(self):
+        return list(self._index.keys)
+
+    def info(self):
+        return {**super().info(), "dbm_backend": self.manifest.get("dbm_backend")}
+
+
+Shelve.reader = ShelveReader
