@@ -415,7 +415,7 @@ class Format(ABC):
             if s.mode not in modes:
                 raise ValueError(
                     f"image of key {s.key!r}: {self.name} cannot store {s.image.dtype} "
-                    f"images with shape {s.image.shape}"
+                    f"images with shape {s.image.shape}; it stores {describe_modes(modes)}"
                 )
             seen.add(s.key)
             counter.n += 1
@@ -500,6 +500,16 @@ def _space_exhausted(tmp: Path, path: Path) -> bool:
     except (OSError, ImportError, ValueError):
         return False
     return False
+
+
+def describe_modes(modes) -> str:
+    """``uint8 (H, W), (H, W, 3); uint16 (H, W)`` for a set of (dtype, channels)."""
+    parts = []
+    for dt in ("uint8", "uint16"):
+        shapes = ["(H, W)" if c == 0 else f"(H, W, {c})" for d, c in sorted(modes) if d == dt]
+        if shapes:
+            parts.append(f"{dt} {', '.join(shapes)}")
+    return "; ".join(parts) or "nothing"
 
 
 class _Counter:
