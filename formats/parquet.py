@@ -1,0 +1,153 @@
+"""parquet: one Apache Parquet table, a row per sample, raw pixels in a binary column.
+
+``data.parquet`` has the columns ``key`` (string), ``label`` (int64), ``image``
+(large_binary: pixels in C order), ``height``, ``width``, ``channels`` (0 for
+2-D), ``dtype`` ("uint8" / "uint16"), ``boxes`` (list of 4-float lists,
+pascal_voc), ``box_labels`` (list<int64>) and ``meta`` (JSON string): the
+Petastorm / Hugging Face datasets layout, which pandas, polars, DuckDB and
+Spark read as it is.  pyarrow writes it ``row_group_size`` rows at a time.
+
+Pick it when the dataset also feeds analytics or lives in a data lake, or to
+scan the label columns alone.  Caveats: the row group is the unit of random
+access, so ``r[i]`` reads and decodes ``row_group_size`` images (the last row
+group stays decoded per process, so neighbouring reads are cheap); the writer
+holds one row group in memory; a scan yields read-only views into Arrow buffers.
+"""
+from __future__ import annotations
+
+import bisect
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ._api import DatasetError, Format, Reader, _sample
+from ._index import decode_meta, encode_meta
+
+COMPRESSIONS = ("none", "snappy", "zstd")
+SCHEMA = pa.schema([
+    ("key", pa.string()), ("label", pa.int64()), ("image", pa.large_binary()),
+    ("height", pa.int32()), ("width", pa.int32()), ("channels", pa.int8()), ("dtype", pa.string()),
+    ("boxes", pa.list_(pa.list_(pa.float32(), 4))), ("box_labels", pa.list_(pa.int64())),
+    ("meta", pa.string())])
+
+
+def _table(rows: list) -> pa.Table:
+    """One row group: the samples ``rows`` as columns, the pixels copied once."""
+    imgs = [np.ascontiguousarray(s.image).reshape(-1).view(np.uint8) for s in rows]
+    img_off = np.cumsum([0] + [a.size for a in imgs], dtype=np.int64)
+    box_off = pa.array(np.cumsum([0] + [len(s.boxes) for s in rows], dtype=np.int32))
+    hwc = np.array([s.image.shape + (0,) * (3 - s.image.ndim) for s in rows]).T
+    boxes = pa.array(np.concatenate([s.boxes for s in rows]).reshape(-1))
+    return pa.table([
+        pa.array([s.key for s in rows]), pa.array([s.label for s in rows], pa.int64()),
+        pa.LargeBinaryArray.from_buffers(pa.large_binary(), len(rows), [
+            None, pa.py_buffer(img_off), pa.py_buffer(np.concatenate(imgs))]),
+        *(pa.array(v, SCHEMA.field(k).type) for v, k in zip(hwc, ("height", "width", "channels"))),
+        pa.array([s.image.dtype.name for s in rows]),
+        pa.ListArray.from_arrays(box_off, pa.FixedSizeListArray.from_arrays(boxes, 4)),
+        pa.ListArray.from_arrays(box_off, pa.array(np.concatenate([s.box_labels for s in rows]))),
+        pa.array([encode_meta(s.meta).decode() for s in rows], pa.string()),
+    ], schema=SCHEMA)
+
+
+class Parquet(Format):
+    name = "parquet"
+    bench_variants = ({}, {"row_group_size": 100})
+
+    def __init__(self, row_group_size: int = 1000, compression: str = "none"):
+        if not (isinstance(row_group_size, int) and row_group_size >= 1):
+            raise ValueError(f"row_group_size: must be an int >= 1, got {row_group_size!r}")
+        if compression not in COMPRESSIONS:
+            raise ValueError(f"compression: must be one of {COMPRESSIONS}, got {compression!r}")
+        self.row_group_size, self.compression = row_group_size, compression
+
+    def info(self):
+        return {"pyarrow": pa.__version__}
+
+    def _write(self, samples, root: Path):
+        # Dictionaries and min/max statistics of pixel blobs cost time and bytes for nothing.
+        with pq.ParquetWriter(root / "data.parquet", SCHEMA, compression=self.compression.upper(),
+                              use_dictionary=["dtype"], write_statistics=["key", "label"],
+                              write_page_checksum=True) as w:
+            while rows := list(itertools.islice(samples, self.row_group_size)):
+                w.write_table(_table(rows), row_group_size=self.row_group_size)
+
+
+class _Block:
+    """A decoded row group (or record batch): Python lists, pixels as zero-copy views."""
+
+    def __init__(self, t, path):
+        c = {k: t.column(k) for k in SCHEMA.names}
+        c = {k: v.combine_chunks() if isinstance(v, pa.ChunkedArray) else v for k, v in c.items()}
+        img, box = c["image"], c["boxes"]
+        off = np.frombuffer(img.buffers()[1], np.int64)[img.offset:][:len(img) + 1]
+        self.data, self.off = np.frombuffer(img.buffers()[2] or b"", np.uint8), off.tolist()
+        self.keys, self.label, self.meta = (c[k].to_pylist() for k in ("key", "label", "meta"))
+        self.dtype = [np.dtype(d) for d in c["dtype"].to_pylist()]
+        h, w, ch = (c[k].to_numpy().astype(np.int64) for k in ("height", "width", "channels"))
+        if (h * w * np.maximum(ch, 1) * [d.itemsize for d in self.dtype] != np.diff(off)).any():
+            raise DatasetError(path, "data.parquet: image sizes do not match their shapes")
+        self.shape = [(a, b, k) if k else (a, b) for a, b, k in np.stack([h, w, ch], 1).tolist()]
+        self.box_off = box.offsets.to_numpy().tolist()
+        self.boxes = box.values.flatten().to_numpy().reshape(-1, 4)
+        self.box_labels = c["box_labels"].values.to_numpy()
+
+    def sample(self, j: int, copy: bool = False):
+        image = self.data[self.off[j]:self.off[j + 1]].view(self.dtype[j]).reshape(self.shape[j])
+        image = image.copy() if copy else image  # a view pins the whole row group
+        b0, b1 = self.box_off[j], self.box_off[j + 1]
+        if b0 == b1:
+            return _sample(self.keys[j], image, self.label[j], meta=decode_meta(self.meta[j]))
+        return _sample(self.keys[j], image, self.label[j], self.boxes[b0:b1],
+                       self.box_labels[b0:b1], decode_meta(self.meta[j]))
+
+
+class ParquetReader(Reader):
+    def _open_handles(self):
+        try:
+            # pre_buffer=True (the default) would keep every row group a scan has read.
+            pf = pq.ParquetFile(self.path / "data.parquet", pre_buffer=False,
+                                page_checksum_verification=self.verify_reads)
+        except (OSError, pa.ArrowException) as err:
+            raise DatasetError(self.path, f"data.parquet is missing or damaged: {err}") from err
+        md = pf.metadata
+        if not set(SCHEMA.names) <= set(pf.schema_arrow.names) or md.num_rows != self._n:
+            pf.close()
+            raise DatasetError(self.path, "data.parquet lacks this dataset's columns or rows")
+        rows = [md.row_group(k).num_rows for k in range(md.num_row_groups)]
+        self._starts, self._cached = np.cumsum([0] + rows).tolist(), (-1, None)
+        return pf
+
+    def _decode(self, read, *args) -> _Block | None:
+        """``_Block(read(*args))``, or None where ``read`` returns None (the end of a scan)."""
+        try:
+            t = read(*args)
+            return None if t is None else _Block(t, self.path)
+        except (OSError, TypeError, pa.ArrowException) as err:
+            raise DatasetError(self.path, f"data.parquet does not decode: {err!r}") from err
+
+    def _read(self, i):
+        k = bisect.bisect_right(self._starts, i) - 1
+        if self._cached[0] != k:  # read row group k alone; it stays decoded for its neighbours
+            self._cached = (k, self._decode(self._handles.read_row_group, k))
+        return self._cached[1].sample(i - self._starts[k], copy=True)
+
+    def _read_many(self, idx):
+        out = [None] * len(idx)
+        for j in np.argsort(idx, kind="stable").tolist():  # in file order: each row group read once
+            out[j] = self._read(int(idx[j]))
+        return out
+
+    def _iter(self):
+        batches = self._handles.iter_batches(batch_size=max(np.diff(self._starts).tolist() or [1]))
+        while (block := self._decode(next, batches, None)) is not None:
+            yield from map(block.sample, range(len(block.keys)))
+
+    def _keys(self):
+        return self._handles.read(columns=["key"]).column("key").to_pylist()
+
+
+Parquet.reader = ParquetReader
