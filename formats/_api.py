@@ -397,7 +397,7 @@ class Format(ABC):
             exhausted = isinstance(err, Exception) and _space_exhausted(tmp, path)
             shutil.rmtree(tmp, ignore_errors=True)
             if exhausted or _is_disk_full(err):
-                raise OSError(errno.ENOSPC, f"{path}: no space left for the dataset "
+                raise OSError(errno.ENOSPC, f"{path}: {os.strerror(errno.ENOSPC)} for the dataset "
                               f"({type(err).__name__}: {err}); nothing was written") from err
             raise
         nbytes, nfiles = disk_usage(path)

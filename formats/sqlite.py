@@ -1,0 +1,145 @@
+"""sqlite: every sample as one BLOB row in a single SQLite database file.
+
+``data.sqlite`` holds one table, ``samples(pos INTEGER PRIMARY KEY, key TEXT,
+label INTEGER, record BLOB)`` with a unique index on ``key``.  ``record`` is the
+whole Sample in the :mod:`formats._record` layout (the same bytes lmdb stores,
+so the two compare storage engines, not serialisers); ``key`` and ``label`` are
+repeated as columns so that ``get(key)`` is one indexed lookup and the table can
+be queried with plain SQL.  ``pos`` is the rowid: ``r[i]`` is one B-tree search.
+
+Pick it when you want one portable file that any language can open, with keys
+and labels queryable, for small images (the SQLite project measured 10 kB
+blobs reading ~35% faster than one file each: one open() instead of one per
+blob).  Caveats: no compression; rows are packed whole into pages, so 3 kB
+CIFAR rows fill only 75% of the default 4 KiB pages, while
+``page_size=65536`` packs them and reads a 400 kB image from 7 pages instead
+of 100 (2.5x faster), at twice the cost of one small random read.  The build
+runs without a journal, as a failed build's temporary directory is thrown
+away.  Readers open the file ``immutable=1``: a finished dataset never
+changes, so SQLite may skip file locks and change checks (which also suits
+network file systems whose locking is broken).
+"""
+from __future__ import annotations
+
+import sqlite3
+from itertools import islice
+from pathlib import Path
+from urllib.parse import quote
+
+from ._api import DatasetError, Format, Reader
+from ._record import RecordError, decode, encode
+
+BATCH = 1000  # rows per executemany: bounds the Python-side buffer
+
+
+class SQLite(Format):
+    name = "sqlite"
+    bench_variants = ({}, {"page_size": 65536})
+
+    def __init__(self, page_size: int = 4096):
+        if page_size not in {2 ** k for k in range(9, 17)}:
+            raise ValueError(f"page_size: must be a power of two in 512..65536, got {page_size!r}")
+        self.page_size = page_size
+
+    def info(self):
+        return {"sqlite": sqlite3.sqlite_version}
+
+    def _write(self, samples, root: Path):
+        con = sqlite3.connect(root / "data.sqlite", isolation_level=None)
+        try:
+            # No journal and no syncs: a failed build is deleted, and the base class fsyncs.
+            con.execute(f"PRAGMA page_size = {self.page_size}")
+            con.execute("PRAGMA journal_mode = OFF")
+            con.execute("PRAGMA synchronous = OFF")
+            con.execute("CREATE TABLE samples (pos INTEGER PRIMARY KEY, key TEXT NOT NULL, "
+                        "label INTEGER NOT NULL, record BLOB NOT NULL)")
+            con.execute("BEGIN")
+            rows = ((i, s.key, s.label, encode(s)) for i, s in enumerate(samples))
+            while batch := list(islice(rows, BATCH)):
+                con.executemany("INSERT INTO samples VALUES (?, ?, ?, ?)", batch)
+            # One sorted index build at the end beats updating it row by row.
+            con.execute("CREATE UNIQUE INDEX samples_key ON samples (key)")
+            con.execute("COMMIT")
+        finally:
+            con.close()
+        return {"sqlite": sqlite3.sqlite_version}
+
+
+class SQLiteReader(Reader):
+    def _open_handles(self):
+        file = self.path / "data.sqlite"
+        if not file.is_file():
+            raise DatasetError(self.path, "data.sqlite is missing")
+        uri = f"file:{quote(str(file.resolve()))}?mode=ro&immutable=1"
+        # A serialized build (threadsafety 3, the usual) lets threads share the connection.
+        con = sqlite3.connect(uri, uri=True, check_same_thread=sqlite3.threadsafety != 3)
+        try:
+            # A header check plus a cheap query: connect() alone accepts any file.
+            (last,) = con.execute("SELECT max(pos) FROM samples").fetchone()
+        except sqlite3.DatabaseError as err:
+            con.close()
+            raise DatasetError(self.path, f"data.sqlite is damaged: {err}") from err
+        if (-1 if last is None else last) != self._n - 1:
+            con.close()
+            raise DatasetError(self.path, f"data.sqlite holds rows up to {last}, "
+                               f"the manifest says {self._n} samples")
+        return con
+
+    def _query(self, sql, args=()):
+        try:
+            return self._handles.execute(sql, args)
+        except sqlite3.DatabaseError as err:
+            raise DatasetError(self.path, f"data.sqlite is damaged: {err}") from err
+
+    def _decode(self, record, what):
+        if record is None:
+            raise DatasetError(self.path, f"data.sqlite has no row for {what}")
+        try:
+            return decode(record)
+        except RecordError as err:
+            raise DatasetError(self.path, f"record of {what} is damaged: {err}") from err
+
+    def _read(self, i):
+        row = self._query("SELECT record FROM samples WHERE pos = ?", (i,)).fetchone()
+        return self._decode(row and row[0], f"sample {i}")
+
+    def _read_many(self, idx):
+        found = {}
+        wanted = sorted(set(idx.tolist()))  # ascending rowids: pages are visited in file order
+        for k in range(0, len(wanted), 500):  # stay under old SQLite's 999-parameter limit
+            part = wanted[k:k + 500]
+            sql = f"SELECT pos, record FROM samples WHERE pos IN ({','.join('?' * len(part))})"
+            found.update(self._query(sql, part).fetchall())
+        return [self._decode(found.get(i), f"sample {i}") for i in idx.tolist()]
+
+    def _iter(self):
+        n = 0
+        rows = self._query("SELECT record FROM samples ORDER BY pos")
+        try:
+            for n, (record,) in enumerate(rows, 1):  # rows are fetched as the loop goes
+                yield self._decode(record, f"sample {n - 1}")
+        except sqlite3.DatabaseError as err:
+            raise DatasetError(self.path, f"data.sqlite is damaged after sample {n}: {err}") from err
+        if n != self._n:
+            raise DatasetError(self.path, f"data.sqlite ends after {n} of {self._n} samples")
+
+    def _keys(self):
+        try:
+            return [k for (k,) in self._query("SELECT key FROM samples ORDER BY pos")]
+        except sqlite3.DatabaseError as err:  # raised while fetching, e.g. bad UTF-8
+            raise DatasetError(self.path, f"data.sqlite keys are damaged: {err}") from err
+
+    def get(self, key):
+        """The sample with ``key``, found through the key index; ``KeyError`` if none."""
+        if not isinstance(key, str):
+            raise KeyError(key)
+        if self._handles is None:
+            self.handles  # opens lazily, or raises ValueError once closed
+        row = self._query("SELECT pos, record FROM samples WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            raise KeyError(key)
+        smp = self._decode(row[1], f"key {key!r}")
+        return self._check(row[0], smp) if self.verify_reads else smp
+
+
+SQLite.reader = SQLiteReader

@@ -1,0 +1,257 @@
+"""Checks specific to sqlite and dicom beyond the shared conformance suite.
+
+sqlite: the file is plain SQL (any SQLite client reads it), options, the key
+index, read-only readers, batched IN queries, damage.
+dicom: the files are standard DICOM that pydicom reads back exactly, modes
+outside DICOM's are refused, real pydicom test files round-trip, and the
+VinBigData display transform (VOI LUT, MONOCHROME1 inversion, resize).
+"""
+from __future__ import annotations
+
+import sqlite3
+
+import numpy as np
+import pytest
+
+import fixtures
+import formats
+from formats import DatasetError, Sample
+from formats._api import ChecksumError
+from formats._record import decode
+from formats.testing import assert_all_same, assert_same
+
+pydicom = pytest.importorskip("pydicom")
+from pydicom.pixels import apply_modality_lut, apply_voi_lut  # noqa: E402
+from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage  # noqa: E402
+
+from fixtures.dicom import BUNDLED, bundled_files, from_dicom_files  # noqa: E402
+from formats.dicom import display_transform  # noqa: E402
+
+
+def _tiny(n: int) -> list[Sample]:
+    rng = np.random.default_rng(0)
+    return [Sample(f"s{i:05d}", rng.integers(0, 255, (2, 3), dtype=np.uint8), label=i % 7)
+            for i in range(n)]
+
+
+def _same_size_garbage(f):
+    f.write_bytes(np.random.default_rng(1).bytes(f.stat().st_size))
+
+
+# --------------------------------------------------------------------------- sqlite
+
+
+def test_sqlite_file_is_plain_sql(tmp_path):
+    samples = list(fixtures.make_dataset("cifar", 30))
+    formats.get("sqlite").write(samples, tmp_path / "ds")
+    assert sorted(p.name for p in (tmp_path / "ds").iterdir()) == \
+        ["checksums.u32", "data.sqlite", "storebench.json"]  # no journal or WAL left behind
+    con = sqlite3.connect(tmp_path / "ds" / "data.sqlite")
+    rows = con.execute("SELECT pos, key, label, record FROM samples ORDER BY pos").fetchall()
+    assert [(p, k, lab) for p, k, lab, _ in rows] == [(i, s.key, s.label) for i, s in enumerate(samples)]
+    assert_all_same(samples, [decode(r[3]) for r in rows])
+    assert con.execute("PRAGMA page_size").fetchone() == (4096,)
+    assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    plan = " ".join(str(r) for r in con.execute(
+        "EXPLAIN QUERY PLAN SELECT record FROM samples WHERE key = ?", ("x",)))
+    assert "USING INDEX samples_key" in plan
+    con.close()
+
+
+def test_sqlite_page_size_option(tmp_path):
+    fmt = formats.get("sqlite", page_size=65536)
+    assert fmt.id == "sqlite[65536]"
+    samples = _tiny(20)
+    fmt.write(samples, tmp_path / "ds")
+    with sqlite3.connect(tmp_path / "ds" / "data.sqlite") as con:
+        assert con.execute("PRAGMA page_size").fetchone() == (65536,)
+    with formats.open_dataset(tmp_path / "ds") as r:
+        assert r.format == fmt
+        assert_all_same(samples, list(r))
+    for bad in (1000, 256, 131072, "4096"):
+        with pytest.raises(ValueError, match="page_size"):
+            formats.get("sqlite", page_size=bad)
+
+
+def test_sqlite_get_uses_the_key_column_and_batches_chunk(tmp_path):
+    samples = _tiny(1300)
+    formats.get("sqlite").write(samples, tmp_path / "ds")
+    with formats.get("sqlite").open(tmp_path / "ds") as r:
+        assert_same(samples[777], r.get("s00777"))
+        assert r._key_pos is None  # no key list was loaded for get()
+        assert "s01299" in r and "s01300" not in r
+        idx = list(range(1299, -1, -2)) + [5, 5, 0, 1299]  # > 500 distinct rows, repeats
+        assert_all_same([samples[i] for i in idx], r.read_batch(idx))
+    crc = tmp_path / "ds" / "checksums.u32"
+    raw = bytearray(crc.read_bytes())
+    raw[4 * 777] ^= 1
+    crc.write_bytes(bytes(raw))
+    with formats.get("sqlite").open(tmp_path / "ds", verify=True) as r:  # get() checks too
+        assert_same(samples[776], r.get("s00776"))
+        with pytest.raises(ChecksumError, match="s00777"):
+            r.get("s00777")
+
+
+def test_sqlite_reader_is_read_only(tmp_path):
+    formats.get("sqlite").write(_tiny(5), tmp_path / "ds")
+    f = tmp_path / "ds" / "data.sqlite"
+    before = f.read_bytes()
+    with formats.get("sqlite").open(tmp_path / "ds") as r:
+        list(r)
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            r.handles.execute("DELETE FROM samples")
+    assert f.read_bytes() == before
+
+
+def test_sqlite_damage_is_a_dataset_error(tmp_path):
+    fmt = formats.get("sqlite")
+    fmt.write(_tiny(50), tmp_path / "ds")
+    f = tmp_path / "ds" / "data.sqlite"
+    with sqlite3.connect(f, isolation_level=None) as con:  # the file keeps its size
+        con.execute("DELETE FROM samples WHERE pos >= 40")
+    with pytest.raises(DatasetError, match="rows up to 39, the manifest says 50"):
+        fmt.open(tmp_path / "ds")
+    _same_size_garbage(f)
+    with pytest.raises(DatasetError, match="data.sqlite is damaged"):
+        fmt.open(tmp_path / "ds")
+    f.unlink()
+    with pytest.raises(DatasetError, match="data.sqlite is missing"):
+        fmt.open(tmp_path / "ds")
+
+
+# --------------------------------------------------------------------------- dicom
+
+
+def test_dicom_files_are_standard(tmp_path):
+    rng = np.random.default_rng(0)
+    samples = [Sample("grey8", rng.integers(0, 256, (5, 7), dtype=np.uint8), label=1),
+               Sample("grey16", rng.integers(0, 65536, (4, 3, 1), dtype=np.uint16)),
+               Sample("rgb", rng.integers(0, 256, (3, 3, 3), dtype=np.uint8), boxes=[[0, 0, 2, 2]],
+                      box_labels=[4]),
+               Sample("cr", rng.integers(0, 4096, (6, 2), dtype=np.uint16),
+                      meta={"PhotometricInterpretation": "MONOCHROME1"})]
+    fmt = formats.get("dicom")
+    fmt.write(samples, tmp_path / "ds")
+    files = sorted((tmp_path / "ds" / "images").iterdir())
+    assert [f.name for f in files] == [f"{i:08d}.dcm" for i in range(4)]
+    sets = [pydicom.dcmread(f) for f in files]
+    for s, ds in zip(samples, sets):
+        assert ds.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+        assert ds.SOPClassUID == ds.file_meta.MediaStorageSOPClassUID == SecondaryCaptureImageStorage
+        assert ds.SOPInstanceUID == ds.file_meta.MediaStorageSOPInstanceUID
+        assert ds.BitsAllocated == ds.BitsStored == 8 * s.image.itemsize and ds.PixelRepresentation == 0
+        assert np.array_equal(ds.pixel_array, s.image.reshape(ds.pixel_array.shape))
+        assert ds.pixel_array.dtype == s.image.dtype
+    assert [ds.PhotometricInterpretation for ds in sets] == \
+        ["MONOCHROME2", "MONOCHROME2", "RGB", "MONOCHROME1"]
+    assert sets[2].PlanarConfiguration == 0 and sets[2].SamplesPerPixel == 3
+    assert len({ds.SOPInstanceUID for ds in sets}) == 4
+    assert len({(ds.StudyInstanceUID, ds.SeriesInstanceUID) for ds in sets}) == 1
+    assert sets[0].StudyInstanceUID != sets[0].SeriesInstanceUID
+    with fmt.open(tmp_path / "ds") as r:
+        assert_all_same(samples, list(r))
+        assert r.dataset(-1).SOPInstanceUID == sets[3].SOPInstanceUID
+        with pytest.raises(IndexError):
+            r.dataset(4)
+        assert r.info()["pydicom"] == pydicom.__version__
+
+
+@pytest.mark.parametrize("mode", sorted(formats.ALL_MODES - formats.get("dicom").modes))
+def test_dicom_refuses_modes_it_does_not_store(mode, tmp_path):
+    dtype, channels = mode
+    image = np.zeros((2, 2, channels) if channels else (2, 2), dtype)
+    with pytest.raises(ValueError, match=f"dicom cannot store {dtype}"):
+        formats.get("dicom").write([Sample("x", image)], tmp_path / "ds")
+    assert not (tmp_path / "ds").exists()
+
+
+def test_dicom_damage_is_a_dataset_error(tmp_path):
+    fmt = formats.get("dicom")
+    fmt.write(_tiny(3), tmp_path / "ds")
+    f = tmp_path / "ds" / "images" / "00000001.dcm"
+    _same_size_garbage(f)
+    with fmt.open(tmp_path / "ds") as r:
+        assert_same(_tiny(3)[0], r[0])
+        with pytest.raises(DatasetError, match="00000001.dcm is damaged"):
+            r[1]
+        f.unlink()
+        with pytest.raises(DatasetError, match="00000001.dcm is missing"):
+            list(r)
+
+
+def test_bundled_dicom_files_round_trip(tmp_path):
+    """Real CT/MR/NM/US files: fixture -> dicom format -> back, equal to pydicom's pixel_array."""
+    paths = bundled_files()
+    samples = list(from_dicom_files(paths))
+    assert [s.key for s in samples] == [n.removesuffix(".dcm") for n in BUNDLED]
+    fmt = formats.get("dicom")
+    fmt.write(samples, tmp_path / "ds")
+    with fmt.open(tmp_path / "ds") as r:
+        got = list(r)
+    assert_all_same(samples, got)
+    for p, s in zip(paths, got):
+        ref = pydicom.dcmread(p).pixel_array
+        signed = s.meta["PixelRepresentation"] == 1
+        image = s.image.view(np.int16) if signed else s.image
+        assert image.shape == ref.shape and np.array_equal(image, ref), p.name
+    by_key = {s.key: s for s in got}
+    assert by_key["CT_small"].meta == {"Modality": "CT", "PhotometricInterpretation": "MONOCHROME2",
+                                       "BitsStored": 16, "PixelRepresentation": 1}
+    assert by_key["JPEG2000"].image.view(np.int16).min() < 0  # negative values survive
+    assert np.array_equal(by_key["MR_small"].image, by_key["MR_small_bigendian"].image)
+    assert by_key["examples_rgb_color"].image.shape == (240, 320, 3)
+
+
+@pytest.mark.parametrize("name", ["SC_rgb_rle_2frame.dcm", "rtdose_1frame.dcm"])
+def test_from_dicom_files_refuses_what_a_sample_cannot_hold(name):
+    with pytest.raises(ValueError, match="frames|uint32"):
+        list(from_dicom_files(bundled_files([name])))
+
+
+def _as_monochrome1(src, dst):
+    ds = pydicom.dcmread(src)
+    ds.PhotometricInterpretation = "MONOCHROME1"
+    ds.save_as(dst)
+    return dst
+
+
+def test_display_transform_applies_voi_lut_and_resizes():
+    ds = pydicom.dcmread(bundled_files(["MR_small.dcm"])[0])  # window 600 / 1600
+    out = display_transform(ds)
+    assert out.dtype == np.uint8 and out.shape == (64, 64)
+    voi = apply_voi_lut(apply_modality_lut(ds.pixel_array, ds), ds).astype(np.float32)
+    expect = ((voi - voi.min()) * (255 / (voi.max() - voi.min()))).astype(np.uint8)
+    assert np.array_equal(out, expect)
+    assert out.min() == 0 and out.max() == 255
+    ct = pydicom.dcmread(bundled_files(["JPEG2000.dcm"])[0])  # 1024 x 256
+    assert display_transform(ct, size=64).shape == (256, 64)
+
+
+def test_display_transform_inverts_monochrome1(tmp_path):
+    """Bright in the raw pixels is dark on screen for MONOCHROME1, also after storage."""
+    src = bundled_files(["MR_small.dcm"])[0]
+    mono1 = _as_monochrome1(src, tmp_path / "mono1.dcm")
+    a = display_transform(pydicom.dcmread(src)).astype(int)
+    b = display_transform(pydicom.dcmread(mono1)).astype(int)
+    assert np.abs(a + b - 255).max() <= 1  # 255 - x, up to truncation
+    raw = pydicom.dcmread(src).pixel_array
+    bright, dark = np.unravel_index(raw.argmax(), raw.shape), np.unravel_index(raw.argmin(), raw.shape)
+    assert a[bright] == 255 and b[bright] == 0 and b[dark] == 255
+    # Through the format: the MONOCHROME1 tag survives, so the stored file still displays right.
+    fmt = formats.get("dicom")
+    fmt.write(from_dicom_files([src, mono1]), tmp_path / "ds")
+    with fmt.open(tmp_path / "ds") as r:
+        stored = [r.dataset(0), r.dataset(1)]
+        assert np.array_equal(r[0].image, r[1].image)  # the pixels are the same...
+    assert [d.PhotometricInterpretation for d in stored] == ["MONOCHROME2", "MONOCHROME1"]
+    c, d = (display_transform(x).astype(int) for x in stored)
+    assert np.abs(c + d - 255).max() <= 1 and d[bright] == 0  # ...the display is inverted
+
+
+def test_display_transform_edge_cases():
+    flat = pydicom.dcmread(bundled_files(["MR_small.dcm"])[0])
+    flat.PixelData = bytes(len(flat.PixelData))  # a constant image
+    del flat.WindowCenter, flat.WindowWidth
+    assert not display_transform(flat).any()
+    with pytest.raises(ValueError, match="grayscale"):
+        display_transform(pydicom.dcmread(bundled_files(["examples_rgb_color.dcm"])[0]))
