@@ -1,0 +1,150 @@
+"""lmdb: one LMDB key-value file, one record per sample, read through a memory map.
+
+``data.mdb`` maps each position (8-byte big-endian, so cursor order is write
+order) to the sample as a :mod:`formats._record` blob (no pickle); a last
+record holds the key list for ``get(key)``.  Readers open it read-only and
+lock-free; ``r[i]`` is one B-tree lookup in a long-lived read transaction.
+
+Pick it for fast random reads of many small samples from one file (the
+Caffe / PyTorch-ImageNet layout).  Caveats: no compression, records round up
+to 4 KiB pages; the map size doubles while writing; readahead is off (good for
+random access, slower cold scans); pages read stay mapped, so RSS grows
+towards the file size (page cache, not private memory); LMDB opens a file once
+per process, so its readers share one environment, reopened after fork.
+"""
+from __future__ import annotations
+
+import json
+import os
+import struct
+import threading
+from itertools import islice
+from pathlib import Path
+
+import lmdb
+import numpy as np
+
+from ._api import DatasetError, Format, Reader
+from ._record import RecordError, decode, encode
+
+FILE = "data.mdb"
+KEYS = b"\xffkeys"  # sorts after every position key
+BATCH_BYTES, BATCH_SAMPLES = 64 << 20, 1000  # per write transaction
+_pos = struct.Struct(">Q").pack
+
+
+class LMDB(Format):
+    name = "lmdb"
+
+    def info(self):
+        return {"lmdb": lmdb.__version__, "liblmdb": ".".join(map(str, lmdb.version()))}
+
+    def _write(self, samples, root: Path):
+        env = lmdb.open(str(root / FILE), subdir=False, map_size=64 << 20,  # grows when full
+                        lock=False, sync=False, metasync=False)  # a private dir; the base class fsyncs
+        keys, batch, nbytes = [], [], 0
+        try:
+            for i, s in enumerate(samples):
+                keys.append(s.key)
+                batch.append((_pos(i), encode(s)))
+                nbytes += len(batch[-1][1])
+                if nbytes >= BATCH_BYTES or len(batch) >= BATCH_SAMPLES:
+                    _commit(env, batch)
+                    batch, nbytes = [], 0
+            _commit(env, batch + [(KEYS, json.dumps(keys).encode())])
+        finally:
+            env.close()
+
+
+def _commit(env, items):
+    """Append ``items`` (in key order) in one transaction, doubling the map until they fit."""
+    while True:
+        try:
+            with env.begin(write=True) as txn:
+                txn.cursor().putmulti(items, append=True)
+            return
+        except lmdb.MapFullError:
+            env.set_mapsize(env.info()["map_size"] * 2)
+
+
+# One Environment per data file and process: [env, readers using it].
+_envs: dict[tuple[int, int], list] = {}
+_lock = threading.Lock()
+
+
+def _drop_inherited():
+    global _lock
+    _lock = threading.Lock()  # another thread of the parent may have held it
+    for env, _users in _envs.values():
+        env.close()  # read-only and lock-free: the parent's copy is untouched
+    _envs.clear()
+
+
+os.register_at_fork(after_in_child=_drop_inherited)
+
+
+class LMDBReader(Reader):
+    def _open_handles(self):
+        path = self.path / FILE
+        try:
+            st = os.stat(path)
+            file_id = (st.st_dev, st.st_ino)
+            with _lock:
+                entry = _envs.get(file_id) or [lmdb.open(
+                    str(path), subdir=False, readonly=True, lock=False, readahead=False,
+                    map_size=st.st_size), 0]
+                txn = entry[0].begin(buffers=False)  # values as bytes, which the samples own
+                _envs[file_id] = entry
+                entry[1] += 1
+        except (OSError, lmdb.Error) as err:
+            raise DatasetError(self.path, f"{FILE} is not a readable LMDB file: {err}") from err
+        handles, stat, used = (file_id, entry[0], txn), txn.stat(), entry[0].info()["last_pgno"] + 1
+        if used * stat["psize"] > st.st_size or stat["entries"] != self._n + 1:
+            self._close_handles(handles)  # a short file would SIGBUS on read
+            raise DatasetError(self.path, f"{FILE} has {st.st_size} bytes and {stat['entries'] - 1} records,"
+                               f" needs {used * stat['psize']} bytes and {self._n} records (truncated?)")
+        self._txn = txn
+        return handles
+
+    def _close_handles(self, handles):
+        file_id, env, txn = handles
+        with _lock:
+            if (entry := _envs.get(file_id)) is None or entry[0] is not env:
+                return  # closed in a forked child
+            txn.abort()
+            entry[1] -= 1
+            if not entry[1]:
+                del _envs[file_id]
+                env.close()
+
+    def _read(self, i):
+        try:
+            return decode(self._txn.get(_pos(i), b""))
+        except (RecordError, lmdb.Error) as err:
+            raise DatasetError(self.path, f"sample {i} is damaged: {err}") from err
+
+    def _read_many(self, indices):
+        todo = np.unique(indices).tolist()  # key order: neighbouring pages
+        got = dict(zip(todo, map(self._read, todo)))
+        return [got[i] for i in indices.tolist()]  # a repeat shares its read-only Sample
+
+    def _iter(self):
+        i = 0
+        try:
+            for value in islice(self._txn.cursor().iternext(keys=False), self._n):
+                yield decode(value)
+                i += 1
+        except (RecordError, lmdb.Error) as err:
+            raise DatasetError(self.path, f"sample {i} is damaged: {err}") from err
+
+    def _keys(self):
+        try:
+            keys = json.loads(self._txn.get(KEYS, b""))
+            if not isinstance(keys, list) or len(keys) != self._n:
+                raise ValueError(f"not a list of {self._n} keys")
+        except (ValueError, lmdb.Error) as err:
+            raise DatasetError(self.path, f"{FILE}: the key list is damaged: {err}") from err
+        return keys
+
+
+LMDB.reader = LMDBReader
