@@ -1,14 +1,38 @@
 """The ``storebench`` console script.
 
-Subcommands each have ``--help``.  ``verify PATH`` checks every sample of a
-dataset against the checksums stored when it was written.
+Subcommands each have ``--help``:
+
+* ``run [pytest args]``: the benchmark suite, saved with raw round times;
+* ``report RESULTS.json... --out DIR``: tables and figures;
+* ``compare OLD.json NEW.json``: ratios of medians with bootstrap intervals;
+* ``bundle --out DIR [RESULTS.json...]``: a self-contained folder for a paper;
+* ``generate --preset P --n N --out DIR``: write a preset dataset in a format;
+* ``verify PATH``: check every sample of a dataset against its stored checksums.
+
+Exit status 2 means the input could not be used (an unreadable or foreign
+result file, a bad option); the message names the file and the problem.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import re
+import shlex
+import subprocess
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
+
+from .results import ForeignResultsWarning, ResultsError
+
+
+class CommandError(Exception):
+    """A problem with the command's input, reported as one line and exit status 2."""
+
+
+# --------------------------------------------------------------------------- verify
+
 
 def _cmd_verify(args: argparse.Namespace) -> int:
     import formats
@@ -39,9 +63,247 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return status
 
 
+# --------------------------------------------------------------------------- run
+
+#: What ``storebench run`` always passes: timings on, saved under .benchmarks/, with raw round times.
+RUN_FLAGS = ("--benchmark-enable", "--benchmark-autosave", "--benchmark-save-data")
+
+
+def _bench_root() -> Path:
+    """The folder to run ``pytest bench`` in: here, or the storebench checkout."""
+    for root in (Path.cwd(), Path(__file__).resolve().parents[1]):
+        if (root / "bench").is_dir() and (root / "conftest.py").is_file():
+            return root
+    raise CommandError("no bench/ folder here or in the storebench checkout: run storebench from "
+                       "a storebench checkout")
+
+
+def run_bench(pytest_args: Sequence[str]) -> int:
+    """Run ``pytest bench`` with :data:`RUN_FLAGS` and ``pytest_args``; pytest's exit status."""
+    root = _bench_root()
+    cmd = [sys.executable, "-m", "pytest", "bench", *RUN_FLAGS, *pytest_args]
+    where = "" if root == Path.cwd() else f" (in {root})"
+    print(f"storebench run: {shlex.join(cmd)}{where}", file=sys.stderr)
+    proc = subprocess.Popen(cmd, cwd=root)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:  # pytest got the signal too: let it print its summary
+        return proc.wait()
+
+
+# --------------------------------------------------------------------------- report, compare, bundle
+
+
+def _load(paths: Sequence[str]):
+    from .results import load_all
+
+    return load_all(paths)
+
+
+def _figure_kinds(text: str) -> tuple[str, ...]:
+    from .plots import IMAGE_FORMATS
+
+    if text == "none":
+        return ()
+    kinds = tuple(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
+    bad = [k for k in kinds if k not in IMAGE_FORMATS]
+    if bad or not kinds:
+        raise CommandError(f"--figures: expected none or a list of {', '.join(IMAGE_FORMATS)}, got {text!r}")
+    return kinds
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    runs = _load(args.results)
+    try:
+        written = write_report(runs, args.out, _figure_kinds(args.figures))
+    except ImportError as err:
+        raise CommandError(str(err)) from None
+    tables = [p for p in written if p.suffix == ".csv"]
+    figures = [p for p in written if p.parent.name == "figures"]
+    print(f"{args.out}: report.md, {len(tables)} tables (markdown and CSV), {len(figures)} figure files")
+    return 0
+
+
+def fraction(text: str) -> float:
+    """``"10%"`` or ``"0.10"`` -> 0.1 (argparse type)."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(%?)\s*", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"expected a fraction like 0.10 or 10%, got {text!r}")
+    return float(m.group(1)) / (100 if m.group(2) else 1)
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import compare, render, to_csv
+
+    old, new = _load([args.old, args.new])
+    cmp = compare(old, new, seed=args.seed, n_boot=args.bootstrap)
+    print(render(cmp, fail_above=args.fail_above), end="")
+    if args.csv:
+        Path(args.csv).write_text(to_csv(cmp), encoding="utf-8")
+    return 1 if any(c.fails(args.fail_above) for c in cmp.changes) else 0
+
+
+def _cmd_bundle(args: argparse.Namespace) -> int:
+    from .bundle import latest_results, make_bundle
+
+    paths = list(args.results)
+    if not paths:
+        try:
+            paths = [str(latest_results())]
+        except FileNotFoundError as err:
+            raise CommandError(str(err)) from None
+        print(f"storebench bundle: using the latest results, {paths[0]}", file=sys.stderr)
+    runs = _load(paths)
+    try:
+        files = make_bundle(paths, runs, args.out, ["storebench", *args.argv], _figure_kinds(args.figures))
+    except (FileExistsError, ImportError) as err:
+        raise CommandError(str(err)) from None
+    print(f"{args.out}: {len(files)} files (README.md, results, tables, figures, environment, machine, "
+          "datasets, command line)")
+    return 0
+
+
+# --------------------------------------------------------------------------- generate
+
+
+def count(text: str) -> int:
+    """``"1000"``, ``"10k"``, ``"1M"`` -> int (argparse type)."""
+    m = re.fullmatch(r"\s*(\d+)\s*([kKmM]?)\s*", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"expected a whole number like 1000 or 10k, got {text!r}")
+    return int(m.group(1)) * {"": 1, "k": 1000, "m": 1_000_000}[m.group(2).lower()]
+
+
+def _option_value(text: str):
+    """``4`` -> 4, ``0.5`` -> 0.5, ``true``/``false``/``none``, anything else a string."""
+    low = text.lower()
+    if low in ("true", "false", "none"):
+        return {"true": True, "false": False, "none": None}[low]
+    for kind in (int, float):
+        with contextlib.suppress(ValueError):
+            return kind(text)
+    return text
+
+
+def resolve_format(spec: str, options: Sequence[str] = ()):
+    """A Format from a name (``hdf5``) or a benchmark id (``hdf5[gzip-4]``) and ``K=V`` options."""
+    import formats
+
+    opts = {}
+    for item in options:
+        key, eq, value = item.partition("=")
+        if not eq or not key.isidentifier():
+            raise CommandError(f"--option: expected NAME=VALUE, got {item!r}")
+        opts[key] = _option_value(value)
+    name = spec.split("[", 1)[0]
+    try:
+        cls = type(formats.get(name))
+    except (KeyError, ImportError) as err:
+        raise CommandError(str(err.args[0] if err.args else err)) from None
+    base = {}
+    if spec != name:
+        ids = {cls(**v).id: v for v in cls.bench_variants}
+        if spec not in ids:
+            raise CommandError(f"--format: {spec!r} is not a variant of {name}; variants: {', '.join(ids)} "
+                               "(or give options with --option NAME=VALUE)")
+        base = ids[spec]
+    try:
+        return cls(**{**base, **opts})
+    except (TypeError, ValueError) as err:
+        raise CommandError(f"--option: {name} does not take {opts}: {err}") from None
+
+
+def _progress(items, total: int, desc: str):
+    """``items`` with a tqdm bar on stderr when it is a terminal; untouched otherwise."""
+    if not sys.stderr.isatty():
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, total=total, desc=desc, unit="img", file=sys.stderr, mininterval=0.5)
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    import fixtures
+
+    fmt = resolve_format(args.format, args.option)
+    if args.preset not in fixtures.PRESETS:
+        raise CommandError(f"--preset: unknown {args.preset!r}; presets: {', '.join(fixtures.PRESETS)}")
+    samples = _progress(fixtures.make_dataset(args.preset, args.n, args.seed), args.n,
+                        f"{fmt.id} {args.preset}")
+    try:
+        rep = fmt.write(samples, args.out, overwrite=args.overwrite)
+    except FileExistsError as err:
+        raise CommandError(str(err)) from None
+    except ValueError as err:  # the format cannot store this preset's images
+        raise CommandError(f"{fmt.id}: {err}") from None
+    print(f"{args.out}: {rep.count} {args.preset} samples (seed {args.seed}) as {fmt.id}, "
+          f"{rep.bytes_on_disk:,} bytes in {rep.n_files} files")
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="storebench", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run the benchmark suite (pytest bench), saving raw timings",
+                       description="Runs `pytest bench " + " ".join(RUN_FLAGS) + " [pytest args]` in "
+                       "this checkout. Results go to .benchmarks/ (pytest-benchmark's autosave). "
+                       "The sweep options (--sizes, --formats, --workers, --preset, --cache, "
+                       "--rounds, ...) are listed by `python -m pytest bench --help`. "
+                       "Exit status: pytest's.")
+    p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="passed to pytest as they are")
+
+    p = sub.add_parser("report", help="tables (markdown, CSV) and figures from result JSON",
+                       description="Writes report.md, tables/<operation>.md|csv and "
+                       "figures/<name>.png|svg into DIR. Rerunning gives identical files.")
+    p.add_argument("results", nargs="+", metavar="RESULTS.json")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
+    p.add_argument("--figures", default="png,svg", metavar="KINDS",
+                   help="figure file types: png, svg, both (default png,svg) or none")
+    p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("compare", help="ratio of medians per benchmark with bootstrap 95%% intervals",
+                       description="Exit status: 0 no significant slowdown beyond --fail-above, "
+                       "1 a benchmark is significantly slower by more than that, 2 unusable input.")
+    p.add_argument("old", metavar="OLD.json")
+    p.add_argument("new", metavar="NEW.json")
+    p.add_argument("--fail-above", type=fraction, default=0.10, metavar="F",
+                   help="exit 1 when a significantly slower benchmark's median time grew by more "
+                        "than F, e.g. 0.10 or 10%% (default 10%%)")
+    p.add_argument("--bootstrap", type=count, default=10_000, metavar="B", help="resamples (default 10000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--csv", metavar="FILE", help="also write the comparison as CSV")
+    p.set_defaults(func=_cmd_compare)
+
+    p = sub.add_parser("bundle", help="a self-contained folder for a paper",
+                       description="Raw JSON, tables, figures, environment (lock file and pip "
+                       "freeze), machine description, dataset checksums and the exact command "
+                       "lines, with SHA256SUMS. Without RESULTS.json, the newest file under "
+                       ".benchmarks/ (from `storebench run`).")
+    p.add_argument("results", nargs="*", metavar="RESULTS.json")
+    p.add_argument("--out", required=True, metavar="DIR", help="a new or empty folder")
+    p.add_argument("--figures", default="png,svg", metavar="KINDS",
+                   help="figure file types: png, svg, both (default png,svg) or none")
+    p.set_defaults(func=_cmd_bundle)
+
+    p = sub.add_parser("generate", help="write a preset dataset in a format",
+                       description="Writes fixtures.make_dataset(PRESET, N, SEED) to DIR.")
+    p.add_argument("--preset", required=True, help="cifar, imagenet, fundus or xray")
+    p.add_argument("--n", type=count, required=True, metavar="N", help="samples, e.g. 1000 or 10k")
+    p.add_argument("--out", required=True, metavar="DIR", help="the dataset directory to create")
+    p.add_argument("--format", default="npy", metavar="NAME|ID",
+                   help="a format name or benchmark id such as hdf5[gzip-4] (default npy)")
+    p.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                   help="a format option, e.g. --option level=4 (repeatable)")
+    p.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
+    p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
+    p.set_defaults(func=_cmd_generate)
+
     p = sub.add_parser("verify", help="check every sample of datasets against their stored checksums",
                        description="Exit status: 0 all good, 1 damaged samples, 2 not a readable dataset.")
     p.add_argument("paths", nargs="+", metavar="PATH", help="dataset directories")
@@ -50,9 +312,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _warnings_to_stderr():
+    """Show storebench's warnings as one ``storebench: warning:`` line each."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"storebench: warning: {message}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", ForeignResultsWarning)
+        warnings.showwarning = show
+        yield
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["run"] and not {"-h", "--help"} & set(argv[1:2]):
+        try:  # pytest's options go through untouched, so no argparse here
+            return run_bench(argv[1:])
+        except CommandError as err:
+            print(f"storebench run: error: {err}", file=sys.stderr)
+            return 2
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    args.argv = argv
+    try:
+        with _warnings_to_stderr():
+            return args.func(args)
+    except (CommandError, ResultsError) as err:
+        print(f"storebench {args.command}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
