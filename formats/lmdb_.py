@@ -8,8 +8,8 @@ lock-free; ``r[i]`` is one B-tree lookup in a long-lived read transaction.
 Pick it for fast random reads of many small samples from one file (the
 Caffe / PyTorch-ImageNet layout).  Caveats: no compression, records round up
 to 4 KiB pages; the map size doubles while writing; readahead is off (good for
-random access, slower cold scans); pages read stay mapped, so RSS grows
-towards the file size (page cache, not private memory); LMDB opens a file once
+random access, slower cold scans); mapped pages are released from the process
+every 128 MiB read so RSS stays bounded (they stay in the page cache); LMDB opens a file once
 per process, so its readers share one environment, reopened after fork.
 """
 from __future__ import annotations
@@ -25,6 +25,7 @@ import lmdb
 import numpy as np
 
 from ._api import DatasetError, Format, Reader
+from ._mmap import RssBudget, find_mapping
 from ._record import RecordError, decode, encode
 
 FILE = "data.mdb"
@@ -104,6 +105,7 @@ class LMDBReader(Reader):
             raise DatasetError(self.path, f"{FILE} has {st.st_size} bytes and {stat['entries'] - 1} records,"
                                f" needs {used * stat['psize']} bytes and {self._n} records (truncated?)")
         self._txn = txn
+        self._budget = RssBudget(*find_mapping(path))
         return handles
 
     def _close_handles(self, handles):
@@ -119,7 +121,9 @@ class LMDBReader(Reader):
 
     def _read(self, i):
         try:
-            return decode(self._txn.get(_pos(i), b""))
+            value = self._txn.get(_pos(i), b"")
+            self._budget.charge_random(len(value))
+            return decode(value)
         except (RecordError, lmdb.Error) as err:
             raise DatasetError(self.path, f"sample {i} is damaged: {err}") from err
 
@@ -131,7 +135,9 @@ class LMDBReader(Reader):
     def _iter(self):
         i = 0
         try:
+            charge = self._budget.charge
             for value in islice(self._txn.cursor().iternext(keys=False), self._n):
+                charge(len(value))
                 yield decode(value)
                 i += 1
         except (RecordError, lmdb.Error) as err:
