@@ -20,6 +20,14 @@ from formats import DatasetError, Sample
 from formats.testing import assert_all_same, assert_same
 
 
+@pytest.fixture(autouse=True)
+def _skip_unavailable_format(request):
+    """Tests are named test_<format>_...; skip them where that format cannot load (zarr on 3.10)."""
+    name = request.node.originalname.split("_")[1]
+    if name not in formats.available():
+        pytest.skip(f"{name}: {formats.unavailable().get(name, 'not registered')}")
+
+
 def _mixed() -> list[Sample]:
     return (list(fixtures.make_dataset("cifar", 6))
             + [Sample("uint16/2-D ü", (np.arange(12, dtype=np.uint16) * 5000).reshape(3, 4),
