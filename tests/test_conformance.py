@@ -187,7 +187,8 @@ def test_write_report(fmt, tmp_path):
     assert report.count == len(samples)
     assert report.n_files == len(files)
     assert report.bytes_on_disk == sum(p.stat().st_size for p in files)
-    assert formats.open_dataset(tmp_path / "ds").format == fmt
+    with formats.open_dataset(tmp_path / "ds") as r:
+        assert r.format == fmt
 
 
 def _sample_of_mode(dtype: str, channels: int) -> Sample:

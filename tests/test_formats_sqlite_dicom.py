@@ -8,6 +8,7 @@ VinBigData display transform (VOI LUT, MONOCHROME1 inversion, resize).
 """
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 
 import numpy as np
@@ -63,7 +64,7 @@ def test_sqlite_page_size_option(tmp_path):
     assert fmt.id == "sqlite[65536]"
     samples = _tiny(20)
     fmt.write(samples, tmp_path / "ds")
-    with sqlite3.connect(tmp_path / "ds" / "data.sqlite") as con:
+    with contextlib.closing(sqlite3.connect(tmp_path / "ds" / "data.sqlite")) as con:
         assert con.execute("PRAGMA page_size").fetchone() == (65536,)
     with formats.open_dataset(tmp_path / "ds") as r:
         assert r.format == fmt
@@ -107,7 +108,7 @@ def test_sqlite_damage_is_a_dataset_error(tmp_path):
     fmt = formats.get("sqlite")
     fmt.write(_tiny(50), tmp_path / "ds")
     f = tmp_path / "ds" / "data.sqlite"
-    with sqlite3.connect(f, isolation_level=None) as con:  # the file keeps its size
+    with contextlib.closing(sqlite3.connect(f, isolation_level=None)) as con:  # the file keeps its size
         con.execute("DELETE FROM samples WHERE pos >= 40")
     with pytest.raises(DatasetError, match="rows up to 39, the manifest says 50"):
         fmt.open(tmp_path / "ds")

@@ -26,4 +26,5 @@ def test_golden_dataset_reads_back(fmt):
         for a, b in zip(expected, got):
             err = abs(a.image.astype(int) - b.image.astype(int)).mean()
             assert err < 8, f"{a.key}: mean abs error {err:.1f} after lossy round trip"
-    assert formats.open_dataset(path).format.name == fmt.name
+    with formats.open_dataset(path) as r:
+        assert r.format.name == fmt.name
