@@ -1,0 +1,325 @@
+"""Benchmark datasets, generated once and cached on disk.
+
+Layout under the data dir::
+
+    sources/cifar-s0-p1-n1000/              the generated samples, as an npy dataset
+    sources/cifar-s0-p1-n1000.json          its sidecar: key, checksum, modes, raw bytes
+    cifar-s0-p1/n1000/hdf5_gzip-4_-v1-3f2a.../   one format's copy of that source
+    cifar-s0-p1/n1000/hdf5_gzip-4_-v1-3f2a....json
+
+A cached dataset is keyed by everything that decides its bytes: format name,
+options and on-disk version, preset, ``fixtures.PRESET_VERSION``, n and seed.
+The directory name carries the readable id and a hash of the key; the sidecar
+holds the key, and a dataset is reused only when its sidecar matches.  Formats
+write atomically, and the sidecar is written (atomically) last, after the
+dataset has been read back and checksummed, so an interrupted build is
+simply rebuilt.  Lossless formats must read back the source's checksum.
+Once per session a reused dataset is also checked cheaply (length, keys,
+first and last sample) and rebuilt if it no longer reads as it did: formats
+under development change their layout without bumping their version.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+import fixtures
+import formats
+from formats import Format, Sample
+from formats._api import dataset_files, disk_usage
+
+#: Sources up to this many raw pixel bytes are held in memory while a write is timed;
+#: larger ones stream from their memory map (a 100k list of Samples is not allowed).
+WRITE_SOURCE_BUDGET = 64 << 20
+SIDECAR_VERSION = 2
+
+
+class Unsupported(Exception):
+    """The format cannot store this preset's images; the benchmark is skipped."""
+
+
+def jsonable(options: dict) -> dict:
+    return {k: v if isinstance(v, (str, int, float, bool, type(None))) else repr(v)
+            for k, v in options.items()}
+
+
+def slug(text: str) -> str:
+    """A file-name-safe version of a format id: ``hdf5[gzip-4]`` -> ``hdf5_gzip-4_``."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", text)
+
+
+def dataset_key(fmt: Format, preset: str, n: int, seed: int) -> dict:
+    """Everything that decides a cached dataset's bytes."""
+    return {"format": fmt.name, "id": fmt.id, "options": jsonable(fmt.options),
+            "format_version": fmt.version, "preset": preset,
+            "preset_version": fixtures.PRESET_VERSION, "n": n, "seed": seed}
+
+
+def key_digest(key: dict) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    """Replace ``path`` atomically with ``obj`` as JSON."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        with open(path) as f:
+            obj = json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return None  # a damaged sidecar: rebuild
+    return obj if isinstance(obj, dict) else None
+
+
+@dataclass
+class Dataset:
+    """One cached dataset and what the benchmarks record about it."""
+
+    fmt: Format
+    path: Path
+    preset: str
+    n: int
+    seed: int
+    checksum: str
+    bytes_on_disk: int
+    n_files: int
+    raw_bytes: int
+    modes: list
+    edges: list = field(default_factory=list)  # checksums of the first and last samples
+    source: Dataset | None = None
+    _files: list[Path] | None = field(default=None, repr=False)
+
+    @property
+    def files(self) -> list[Path]:
+        """Every file of the dataset (for eviction), listed once."""
+        if self._files is None:
+            self._files = dataset_files(self.path)
+        return self._files
+
+    def open(self) -> formats.Reader:
+        return self.fmt.open(self.path)
+
+    def samples(self) -> Iterable[Sample]:
+        """Stream the samples (used for sources): a memory map, no copies."""
+        with self.open() as r:
+            yield from r
+
+    def record(self) -> dict:
+        """What the JSON hook reports about this dataset."""
+        return {**dataset_key(self.fmt, self.preset, self.n, self.seed),
+                "role": "dataset" if self.source else "source", "checksum": self.checksum, "bytes_on_disk": self.bytes_on_disk,
+                "n_files": self.n_files, "raw_bytes": self.raw_bytes,
+                "source_checksum": self.source.checksum if self.source else self.checksum}
+
+
+class _Tally:
+    """Counts raw bytes and image modes of samples streaming past."""
+
+    def __init__(self):
+        self.raw = 0
+        self.modes: set[tuple[str, int]] = set()
+
+    def __call__(self, samples: Iterable[Sample]) -> Iterator[Sample]:
+        for s in samples:
+            self.raw += s.image.nbytes
+            self.modes.add(s.mode)
+            yield s
+
+
+def _no_progress(items, total, desc):
+    return items
+
+
+def _edges(r) -> list[str]:
+    """Checksums of a reader's first and last samples."""
+    return [fixtures.sample_checksum(r[0]), fixtures.sample_checksum(r[-1])] if len(r) else []
+
+
+class DataCache:
+    """Generates, caches and hands out benchmark datasets under ``root``.
+
+    Parameters
+    ----------
+    root : Path
+        The data dir (``--data-dir``).
+    seed : int
+        Dataset seed.
+    progress : callable
+        ``progress(iterable, total, desc)`` wraps long loops (a tqdm bar on a
+        terminal); it must return an iterable of the same items.
+    """
+
+    def __init__(self, root: Path, seed: int = 0,
+                 progress: Callable[[Iterable, int, str], Iterable] = _no_progress):
+        self.root = Path(root)
+        self.seed = seed
+        self.progress = progress
+        self.used: dict[str, Dataset] = {}  # path -> dataset, for the JSON hook
+        self.builds = 0  # datasets written by this cache (tests check reuse with it)
+
+    # ---- sources
+
+    def source(self, preset: str, n: int) -> Dataset:
+        """The generated samples of ``(preset, n, seed)``, stored as an npy dataset."""
+        fmt = formats.get("npy")
+        key = {**dataset_key(fmt, preset, n, self.seed), "role": "source"}
+        path = self.root / "sources" / f"{preset}-s{self.seed}-p{fixtures.PRESET_VERSION}-n{n}"
+
+        def build(tally):
+            gen = self.progress(fixtures.make_dataset(preset, n, self.seed), n, f"generating {preset} n={n}")
+            fmt.write(tally(gen), path, overwrite=True)
+        return self._cached(fmt, preset, n, key, path, build)
+
+    # ---- format datasets
+
+    def path_for(self, fmt: Format, preset: str, n: int) -> Path:
+        key = dataset_key(fmt, preset, n, self.seed)
+        return (self.root / f"{preset}-s{self.seed}-p{fixtures.PRESET_VERSION}" / f"n{n}"
+                / f"{slug(fmt.id)}-v{fmt.version}-{key_digest(key)}")
+
+    def check_modes(self, fmt: Format, source: Dataset) -> None:
+        """Raise :class:`Unsupported` if ``fmt`` cannot store every image kind of ``source``."""
+        missing = sorted(tuple(m) for m in source.modes if tuple(m) not in fmt.modes)
+        if missing:
+            kinds = ", ".join(f"{dt} {'2-D' if c == 0 else f'{c}-channel'}" for dt, c in missing)
+            raise Unsupported(f"{fmt.id} cannot store the {source.preset} preset's images ({kinds})")
+
+    def dataset(self, fmt: Format, preset: str, n: int) -> Dataset:
+        """``fmt``'s copy of the source ``(preset, n)``, written once and reused."""
+        source = self.source(preset, n)
+        self.check_modes(fmt, source)
+        path = self.path_for(fmt, preset, n)
+
+        def build(tally):
+            items = self.progress(source.samples(), n, f"writing {fmt.id} {preset} n={n}")
+            fmt.write(tally(items), path, overwrite=True)
+        return self._cached(fmt, preset, n, dataset_key(fmt, preset, n, self.seed), path, build, source)
+
+    def _cached(self, fmt, preset, n, key, path, build, source: Dataset | None = None) -> Dataset:
+        """The dataset at ``path``: checked once per session, (re)built if needed."""
+        ds = self.used.get(str(path))
+        if ds is None:
+            ds = self._load(path, key, fmt, preset, n)
+            if ds is not None and not self._intact(ds, source):
+                ds = None
+        if ds is None:
+            tally = _Tally()
+            build(tally)
+            self.builds += 1
+            with fmt.open(path) as r:
+                checksum = fixtures.dataset_checksum(self.progress(r, n, f"checking {fmt.id} n={n}"))
+                edges = _edges(r)
+            if source is not None and fmt.lossless and checksum != source.checksum:
+                shutil.rmtree(path, ignore_errors=True)
+                raise AssertionError(f"{fmt.id} is lossless but {path} reads back with checksum "
+                                     f"{checksum}, not the source's {source.checksum}")
+            ds = self._save(path, key, fmt, preset, n, checksum, tally, edges)
+        ds.source = source
+        self.used[str(path)] = ds
+        return ds
+
+    def _intact(self, ds: Dataset, source: Dataset | None) -> bool:
+        """Whether a cached dataset still reads as when it was built.
+
+        Formats change during development without a version bump; a cheap
+        check (length, keys, first and last sample) catches most of that.
+        """
+        try:
+            with ds.open() as r:
+                if len(r) != ds.n or _edges(r) != ds.edges:
+                    return False
+                if source is not None:
+                    with source.open() as src:
+                        if r.keys() != src.keys():
+                            return False
+        except (OSError, ValueError):
+            return False
+        return True
+
+    # ---- scratch space for write benchmarks
+
+    def scratch(self, name: str) -> Path:
+        """A path (not created) on the data dir's file system for a throw-away write."""
+        d = self.root / "scratch" / str(os.getpid())
+        d.mkdir(parents=True, exist_ok=True)
+        return d / slug(name)
+
+    def clean_scratch(self) -> None:
+        shutil.rmtree(self.root / "scratch" / str(os.getpid()), ignore_errors=True)
+
+    # ---- sidecars
+
+    def _load(self, path: Path, key: dict, fmt: Format, preset: str, n: int) -> Dataset | None:
+        side = _read_json(path.with_name(path.name + ".json"))
+        if (side is None or side.get("sidecar_version") != SIDECAR_VERSION or side.get("key") != key
+                or not (path / formats.MANIFEST).is_file()):
+            return None
+        return Dataset(fmt, path, preset, n, self.seed, side["checksum"], side["bytes_on_disk"],
+                       side["n_files"], side["raw_bytes"], side["modes"], side["edges"])
+
+    def _save(self, path, key, fmt, preset, n, checksum, tally: _Tally, edges) -> Dataset:
+        nbytes, nfiles = disk_usage(path)
+        modes = sorted([list(m) for m in tally.modes])
+        _write_json(path.with_name(path.name + ".json"), {
+            "sidecar_version": SIDECAR_VERSION, "key": key, "checksum": checksum, "edges": edges,
+            "bytes_on_disk": nbytes, "n_files": nfiles, "raw_bytes": tally.raw, "modes": modes})
+        return Dataset(fmt, path, preset, n, self.seed, checksum, nbytes, nfiles, tally.raw, modes, edges)
+
+    def records(self) -> list[dict]:
+        """The datasets this session used, for the JSON hook."""
+        out = []
+        for p, ds in sorted(self.used.items()):
+            rec = ds.record()
+            with contextlib.suppress(ValueError):
+                rec["path"] = str(Path(p).relative_to(self.root))
+            out.append(rec)
+        return out
+
+
+def write_source(source: Dataset) -> Callable[[], Iterable[Sample]]:
+    """A factory of fresh source iterables for timed writes, and where they come from.
+
+    Small sources are read into memory once (so the timed write pays nothing
+    for its input); larger ones stream from the source's memory map.
+    """
+    if source.raw_bytes <= WRITE_SOURCE_BUDGET:
+        with source.open() as r:
+            held = [s for s in r]
+        return lambda: iter(held)
+    return source.samples
+
+
+def source_kind(source: Dataset) -> str:
+    return "memory" if source.raw_bytes <= WRITE_SOURCE_BUDGET else "npy-mmap"
+
+
+def pool_size(source: Dataset, budget: int) -> int:
+    """How many leading samples of ``source`` fit in ``budget`` raw bytes (at least 1)."""
+    if source.raw_bytes <= budget:
+        return source.n
+    per = source.raw_bytes / max(source.n, 1)
+    return max(1, min(source.n, int(budget // per)))
+
+
+def np_order(n: int, seed: int) -> np.ndarray:
+    """The seeded random permutation every random and batch benchmark reads in."""
+    return np.random.default_rng(seed).permutation(n)

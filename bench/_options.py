@@ -1,0 +1,162 @@
+"""The benchmark suite's command-line options, parsed once per session.
+
+``pytest bench`` with no options is the quick default sweep; with benchmarks
+disabled (``make test``) the same tests run once each as smoke tests on tiny
+sizes unless ``--sizes`` says otherwise.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+DEFAULT_DATA_DIR = ".storebench-data"
+CACHE_STATES = ("warm", "cold")
+SMOKE_SIZE = 10
+SMOKE_BATCH = 4  # several batches of a tiny dataset, so every worker gets work
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """Everything the command line decides about a benchmark session.
+
+    ``formats`` is ``None`` for every registered format, else the names or
+    ids asked for.  ``smoke`` is true when benchmarks are disabled: each test
+    then runs once, on the smoke defaults.
+    """
+
+    sizes: tuple[int, ...] = (100, 1000)
+    workers: tuple[int, ...] = (0, 2)
+    formats: tuple[str, ...] | None = None
+    presets: tuple[str, ...] = ("cifar",)
+    cache: tuple[str, ...] = ("warm",)
+    rounds: int = 3
+    data_dir: Path = Path(DEFAULT_DATA_DIR)
+    batch_size: int = 64
+    mp_contexts: tuple[str, ...] = ("fork",)
+    persistent: tuple[bool, ...] = (False, True)
+    seed: int = 0
+    smoke: bool = False
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["data_dir"] = str(self.data_dir)
+        return d
+
+
+def _items(text: str, what: str) -> list[str]:
+    out = [t.strip() for t in text.split(",") if t.strip()]
+    if not out:
+        raise ValueError(f"{what}: expected a comma-separated list, got {text!r}")
+    return list(dict.fromkeys(out))  # drop repeats, keep order
+
+
+def parse_int(text: str, what: str, *, minimum: int = 0) -> int:
+    """An int with an optional ``k`` or ``M`` suffix (``100k`` is 100000)."""
+    m = re.fullmatch(r"\s*(\d+)\s*([kKmM]?)\s*", str(text))
+    if not m:
+        raise ValueError(f"{what}: {text!r} is not a whole number")
+    v = int(m.group(1)) * {"": 1, "k": 1000, "m": 1000_000}[m.group(2).lower()]
+    if v < minimum:
+        raise ValueError(f"{what}: must be at least {minimum}, got {v}")
+    return v
+
+
+def parse_sizes(text: str) -> tuple[int, ...]:
+    """``"10,1k,100k"`` -> ``(10, 1000, 100000)``; sizes are at least 1."""
+    return tuple(dict.fromkeys(parse_int(t, "--sizes", minimum=1) for t in _items(text, "--sizes")))
+
+
+def parse_workers(text: str) -> tuple[int, ...]:
+    return tuple(dict.fromkeys(parse_int(t, "--workers") for t in _items(text, "--workers")))
+
+
+def parse_choice(text: str, what: str, choices) -> tuple[str, ...]:
+    got = _items(text, what)
+    bad = [t for t in got if t not in choices]
+    if bad:
+        raise ValueError(f"{what}: unknown {', '.join(map(repr, bad))}; choose from {', '.join(choices)}")
+    return tuple(got)
+
+
+def parse_cache(text: str) -> tuple[str, ...]:
+    """``warm``, ``cold`` or ``both``."""
+    text = text.strip()
+    return CACHE_STATES if text == "both" else parse_choice(text, "--cache", CACHE_STATES)
+
+
+def parse_persistent(text: str) -> tuple[bool, ...]:
+    return tuple({"off": False, "on": True}[t] for t in parse_choice(text, "--persistent", ("off", "on")))
+
+
+def default_mp_context() -> str:
+    methods = multiprocessing.get_all_start_methods()
+    return "fork" if "fork" in methods else methods[0]
+
+
+def add_options(parser) -> None:
+    """Register the options with pytest (called from the root conftest)."""
+    g = parser.getgroup("storebench", "storebench benchmark sweep")
+    g.addoption("--sizes", default=None, metavar="N,N,...",
+                help="dataset sizes, e.g. 100,1k,100k (default 100,1000; "
+                     f"{SMOKE_SIZE} when benchmarks are disabled)")
+    g.addoption("--workers", default="0,2", metavar="W,W,...",
+                help="DataLoader num_workers values (default 0,2)")
+    g.addoption("--formats", default=None, metavar="NAME|ID,...",
+                help="formats to benchmark, by name (every variant) or id, e.g. npy,lmdb,hdf5[gzip-4] "
+                     "(default: every available format)")
+    g.addoption("--preset", default="cifar", metavar="PRESET,...",
+                help="fixtures preset(s) to benchmark (default cifar)")
+    g.addoption("--cache", default="warm", choices=("warm", "cold", "both"),
+                help="page-cache state of read benchmarks (default warm); cold evicts the "
+                     "dataset's files before every round and checks that it did")
+    g.addoption("--rounds", default="3", metavar="R", help="timed rounds per benchmark (default 3)")
+    g.addoption("--data-dir", default=None, metavar="DIR",
+                help=f"where generated datasets are cached (default {DEFAULT_DATA_DIR}/ in the rootdir)")
+    g.addoption("--batch-size", default=None, metavar="B",
+                help=f"read_batch and DataLoader batch size (default 64; {SMOKE_BATCH} when "
+                     "benchmarks are disabled)")
+    g.addoption("--mp-context", default=None, metavar="METHOD,...",
+                help="DataLoader start methods among fork, spawn, forkserver (default fork)")
+    g.addoption("--persistent", default="off,on", metavar="off,on",
+                help="persistent_workers settings for loaders with workers (default off,on)")
+    g.addoption("--seed", default="0", metavar="S", help="dataset seed (default 0)")
+
+
+def benchmarks_disabled(config) -> bool:
+    """Whether pytest-benchmark only runs each benchmark once (``--benchmark-disable``)."""
+    try:
+        return bool(config.getoption("benchmark_disable")) and not config.getoption("benchmark_enable")
+    except ValueError:  # pytest-benchmark is not installed
+        return True
+
+
+def from_config(config) -> BenchOptions:
+    """Parse the options of a pytest config; ``ValueError`` names the bad option."""
+    opt = config.getoption
+    smoke = benchmarks_disabled(config)
+    sizes = opt("sizes")
+    batch = opt("batch_size")
+    data_dir = opt("data_dir")
+    mp = opt("mp_context")
+    formats = opt("formats")
+    from fixtures import PRESETS
+
+    return BenchOptions(
+        sizes=parse_sizes(sizes) if sizes is not None else ((SMOKE_SIZE,) if smoke else (100, 1000)),
+        workers=parse_workers(opt("workers")),
+        formats=tuple(_items(formats, "--formats")) if formats is not None else None,
+        presets=parse_choice(opt("preset"), "--preset", tuple(PRESETS)),
+        cache=parse_cache(opt("cache")),
+        rounds=parse_int(opt("rounds"), "--rounds", minimum=1),
+        data_dir=(Path(data_dir).resolve() if data_dir is not None
+                  else Path(config.rootpath) / DEFAULT_DATA_DIR),
+        batch_size=(parse_int(batch, "--batch-size", minimum=1) if batch is not None
+                    else (SMOKE_BATCH if smoke else 64)),
+        mp_contexts=(parse_choice(mp, "--mp-context", tuple(multiprocessing.get_all_start_methods()))
+                     if mp is not None else (default_mp_context(),)),
+        persistent=parse_persistent(opt("persistent")),
+        seed=parse_int(opt("seed"), "--seed"),
+        smoke=smoke,
+    )

@@ -1,0 +1,48 @@
+"""The parameter lists of the sweep: loader settings and bound rows."""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import pytest
+
+from ._bounds import BOUND_OPS, bound_kind, bound_of
+
+
+class LoaderSpec(NamedTuple):
+    """One DataLoader setting of the sweep; its id reads ``w2-fork-persist``."""
+
+    workers: int
+    mp_context: str | None
+    persistent: bool
+
+    @property
+    def id(self) -> str:
+        if not self.workers:
+            return "w0"
+        return f"w{self.workers}-{self.mp_context}" + ("-persist" if self.persistent else "")
+
+
+def loader_specs(opts) -> list[LoaderSpec]:
+    """No workers once; each worker count under each start method, persistent off and on."""
+    specs = []
+    for w in opts.workers:
+        if w == 0:
+            specs.append(LoaderSpec(0, None, False))
+            continue
+        for ctx in opts.mp_contexts:
+            for p in opts.persistent:
+                specs.append(LoaderSpec(w, ctx, p))
+    return specs
+
+
+def bound_params(formats: dict) -> list:
+    """``pytest.param(bound, op)`` for the bounds of ``formats`` (id -> Format); floor and gather always.
+
+    A library bound is listed only when its format is, so its library imports.
+    """
+    names = ["floor", "gather"]
+    for fmt in formats.values():
+        if (b := bound_of(fmt)) not in names:
+            names.append(b)
+    return [pytest.param(name, op, id=f"{name}-{op}")
+            for name in names for op in BOUND_OPS[bound_kind(name)]]

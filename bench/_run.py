@@ -1,0 +1,152 @@
+"""Running a benchmark's rounds and recording its row.
+
+:class:`Runner` (the ``runner`` fixture) wraps ``benchmark.pedantic`` with a
+fixed number of rounds, no calibration, and the page-cache state: before
+each round the previous reader is closed, a fresh one opened and the files
+evicted (cold), none of it timed.  After the rounds it writes the row's
+``extra_info`` (plain JSON types) and registers the row for the summary.
+
+Efficiency: a warm scan, random or batch row also times its bound (and, for
+batch, the gather) once per round, just before its own round, outside the
+benchmark's timer.  ``efficiency`` is the row's images/s over its bound's,
+each from its fastest round, so both rates come from the same minute of
+machine load; the bound rows of group ``bound`` show the same loops alone.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ._bounds import BoundRun, NoBound, bound_of, open_bound
+from ._data import Dataset, jsonable
+from ._ops import OPS
+from ._pagecache import CacheState
+from ._results import Row
+
+
+def format_info(fmt, preset: str, n: int, *, cache: str | None, ds: Dataset | None = None,
+                loader=None, batch_size: int | None = None) -> dict:
+    """The static extra_info of a format row."""
+    return {
+        "format": fmt.name, "id": fmt.id, "options": jsonable(fmt.options),
+        "format_version": fmt.version, "lossless": fmt.lossless, "preset": preset, "n": n,
+        "bytes_on_disk": ds.bytes_on_disk if ds else None, "n_files": ds.n_files if ds else None,
+        "cache": cache, "batch_size": batch_size,
+        "workers": loader.workers if loader else None,
+        "mp_context": loader.mp_context if loader else None,
+        "persistent": loader.persistent if loader else None,
+    }
+
+
+class _Slot:
+    """What a round reads, passed by reference: pytest-benchmark keeps the last
+    round's arguments alive while it sets up the next, and a cold round must be
+    able to drop the previous reader (and its memory map) first."""
+
+    __slots__ = ("args",)
+
+    def __init__(self):
+        self.args: tuple | None = None
+
+
+class Runner:
+    """One benchmark row: rounds under a cache state, then its record."""
+
+    def __init__(self, benchmark, session, request):
+        self.benchmark = benchmark
+        self.session = session
+        self.name = request.node.callspec.id
+        self.rounds = session.opts.rounds
+        self.paired: dict[str, list[float]] = {}  # bound name -> its round times
+        # test_scan -> group "scan", test_bound -> "bound": one group per operation.
+        benchmark.group = request.node.originalname.removeprefix("test_")
+
+    def pedantic(self, target: Callable, setup: Callable | None = None) -> Any:
+        return self.benchmark.pedantic(target, setup=setup, rounds=self.rounds)
+
+    def bounds_for(self, fmt, op: str, preset: str, n: int, cache: str) -> list[BoundRun]:
+        """The bounds a warm read row is compared with: its own, and the gather for batch."""
+        if cache != "warm" or op not in OPS:
+            return []
+        out = []
+        for name in (bound_of(fmt),) + (("gather",) if op == "batch" else ()):
+            try:
+                out.append(open_bound(self.session, name, op, preset, n))
+            except NoBound:
+                pass  # e.g. no gather of ragged images: no ratio, nothing to time
+        return out
+
+    def reads(self, target: Callable, *, files, cache: str, open_round: Callable[[], tuple],
+              close_round: Callable[[tuple], None] = lambda args: None,
+              bounds: list[BoundRun] = ()) -> Any:
+        """Time ``target(*open_round())`` under ``cache``, with ``bounds`` interleaved.
+
+        Warm: the files are read once, and one ``open_round()`` serves every
+        round.  Cold: before each round the last round's arguments are closed
+        (unmapping what it mapped), the files evicted, ``open_round()`` called
+        afresh and the files evicted again (verified); each round must read
+        pages back from disk.  Each bound runs once before each round, timed here.
+        """
+        state = CacheState(cache, files)
+        state.start()
+        slot = _Slot()
+
+        def setup():
+            if slot.args is not None and state.cold:
+                state.done()
+                close_round(slot.args)
+                slot.args = None  # the last reference: unmaps what the reader mapped
+            for b in bounds:
+                t = time.perf_counter()
+                b.run()
+                self.paired.setdefault(b.name, []).append(time.perf_counter() - t)
+            if slot.args is None:
+                state.before_open()
+                slot.args = open_round()
+            state.ready()
+            return (slot,), {}
+
+        try:
+            result = self.pedantic(lambda s: target(*s.args), setup)
+            state.done()
+        finally:
+            if slot.args is not None:
+                close_round(slot.args)
+                slot.args = None
+            for b in bounds:
+                b.close()
+        return result
+
+    def record(self, *, op: str, preset: str, n: int, cache: str | None, info: dict,
+               items: int | None, raw_bytes: int | None, fmt_id: str | None = None,
+               bound: str | None = None, rate_key: str = "images/s") -> Row:
+        """Fill extra_info and register the row.
+
+        ``items`` images and ``raw_bytes`` pixel bytes are handled per round;
+        images/s (or ``rate_key``) and MB/s come from the fastest round: on a
+        shared machine other processes only ever add time.  A format row's
+        bound is the one :func:`bound_of` names.
+        """
+        if fmt_id is not None and bound is None:
+            bound = bound_of(self.session.format(fmt_id))
+        b = self.benchmark
+        extra = b.extra_info
+        extra.update(info)
+        extra.update(op=op, rounds=self.rounds)
+        row = Row(self.name, op, preset, n, cache, extra, fmt_id=fmt_id, bound=bound)
+        stats = getattr(b.stats, "stats", None)
+        if stats is not None and stats.min > 0 and items:
+            t = stats.min
+            row.rate = items / t
+            extra[rate_key] = round(row.rate, 1)
+            if raw_bytes is not None:
+                extra["MB/s"] = round(raw_bytes / t / 1e6, 2)
+            for name, times in self.paired.items():
+                ratio = round(row.rate / (n / min(times)), 4)
+                if name == "gather" and name != bound:
+                    extra["vs_gather"] = ratio
+                else:
+                    extra.update({"bound": name, "bound_images/s": round(n / min(times), 1),
+                                  "efficiency": ratio})
+        return self.session.results.add(row)

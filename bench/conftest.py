@@ -1,0 +1,73 @@
+"""Parametrization of the benchmarks over the registry and the sweep options.
+
+A test asks for the axes it varies by argument name, and this hook
+parametrizes them from the command line: ``fmt_id`` (every available
+format and bench variant, by id), ``preset``, ``n``, ``cache``, ``loader``
+(workers, start method, persistent workers) and ``bound, op``.  Nothing here
+names a format.
+"""
+from __future__ import annotations
+
+import pytest
+
+from bench import _session
+from bench._data import Unsupported
+from bench._params import bound_params, loader_specs
+from bench._pagecache import unsupported as cold_unsupported
+from bench._run import Runner
+
+
+def pytest_generate_tests(metafunc):
+    s = _session.get(metafunc.config)
+    opts, names = s.opts, metafunc.fixturenames
+    if "bound" in names:
+        metafunc.parametrize("bound,op", bound_params(s.formats))
+    if "fmt_id" in names:
+        metafunc.parametrize("fmt_id", s.format_params)
+    if "preset" in names:
+        metafunc.parametrize("preset", opts.presets)
+    if "n" in names:
+        metafunc.parametrize("n", opts.sizes, ids=[f"n{n}" for n in opts.sizes])
+    if "cache" in names:
+        metafunc.parametrize("cache", opts.cache, indirect=True)
+    if "loader" in names:
+        specs = loader_specs(opts)
+        metafunc.parametrize("loader", specs, ids=[sp.id for sp in specs])
+
+
+@pytest.fixture(scope="session")
+def session(request) -> _session.Session:
+    return _session.get(request.config)
+
+
+@pytest.fixture
+def fmt(session, fmt_id):
+    return session.format(fmt_id)
+
+
+@pytest.fixture
+def source(session, preset, n):
+    """The generated samples of (preset, n), cached on disk as an npy dataset."""
+    return session.data.source(preset, n)
+
+
+@pytest.fixture
+def dataset(session, fmt, preset, n):
+    """``fmt``'s cached copy of (preset, n); skipped if ``fmt`` cannot store the preset."""
+    try:
+        return session.data.dataset(fmt, preset, n)
+    except Unsupported as err:
+        pytest.skip(str(err))
+
+
+@pytest.fixture
+def cache(request):
+    """The page-cache state; cold is skipped where files cannot be evicted here."""
+    if request.param == "cold" and (why := cold_unsupported()):
+        pytest.skip(f"cold cache: {why}")
+    return request.param
+
+
+@pytest.fixture
+def runner(benchmark, session, request) -> Runner:
+    return Runner(benchmark, session, request)

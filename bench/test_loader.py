@@ -1,0 +1,58 @@
+"""One shuffled DataLoader epoch over every format, collated to tensors.
+
+Ids read ``test_loader[lmdb-cifar-n1000-warm-w2-fork-persist]``.  Batches
+come from one ``read_batch`` per batch (the Dataset's ``__getitems__``).
+Without persistent workers a round includes starting and stopping the
+workers; with them, the workers start in an untimed first epoch.  Each test
+asserts the epoch saw every sample exactly once.
+"""
+from __future__ import annotations
+
+import contextlib
+import warnings
+
+import pytest
+
+pytest.importorskip("torch", reason="the DataLoader benchmarks need PyTorch")
+
+from bench._loader import epoch, make_loader  # noqa: E402
+from bench._run import format_info  # noqa: E402
+
+pytestmark = pytest.mark.torch
+
+
+@contextlib.contextmanager
+def _quiet():
+    # More workers than cores is a legitimate point of the sweep, not a mistake.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "This DataLoader will create", UserWarning)
+        yield
+
+
+def test_loader(runner, session, dataset, fmt, preset, n, cache, loader):
+    if cache == "cold" and loader.persistent:
+        pytest.skip("persistent workers keep their readers (and memory maps) open, "
+                    "so the page cache cannot be emptied between epochs")
+    opts = session.opts
+
+    def timed(dl):
+        with _quiet():
+            return epoch(dl)
+
+    def open_round():
+        dl = make_loader(dataset.open(), batch_size=opts.batch_size, workers=loader.workers,
+                         mp_context=loader.mp_context, persistent=loader.persistent, seed=opts.seed)
+        if loader.persistent:
+            timed(dl)  # the workers start in this untimed epoch and serve the timed ones
+        return (dl,)
+
+    def close(args):
+        args[0].dataset.reader.close()
+
+    keys = runner.reads(timed, files=dataset.files, cache=cache, open_round=open_round,
+                        close_round=close)
+    with dataset.open() as r:
+        assert sorted(keys) == sorted(r.keys()), "the epoch did not see every sample exactly once"
+    runner.record(op="loader", preset=preset, n=n, cache=cache, items=n, raw_bytes=dataset.raw_bytes,
+                  info=format_info(fmt, preset, n, cache=cache, ds=dataset, loader=loader,
+                                   batch_size=opts.batch_size), fmt_id=fmt.id)

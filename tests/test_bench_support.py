@@ -1,0 +1,432 @@
+"""The benchmark suite's own machinery: options, eviction, dataset cache, bounds, hooks."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import mmap
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+import fixtures
+import formats
+from bench import _options
+from bench._bounds import bound_of, encoded_images, image_codec, make_pool
+from bench._data import DataCache, Dataset, Unsupported, dataset_key, write_source
+from bench._pagecache import (CacheState, ColdRoundError, EvictionError, check_evicted,
+                              file_residency, residency, unsupported)
+from bench._params import bound_params, loader_specs
+from bench._results import Results, filesystem
+from formats import Sample
+from formats.npy import Npy
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# --------------------------------------------------------------------------- options
+
+
+class FakeConfig:
+    """Just enough of a pytest config for ``from_config``."""
+
+    def __init__(self, rootpath, **given):
+        self.rootpath = rootpath
+        self.values = {"sizes": None, "workers": "0,2", "formats": None, "preset": "cifar",
+                       "cache": "warm", "rounds": "3", "data_dir": None, "batch_size": None,
+                       "mp_context": None, "persistent": "off,on", "seed": "0",
+                       "benchmark_disable": True, "benchmark_enable": False, **given}
+
+    def getoption(self, name):
+        return self.values[name]
+
+
+def test_sizes_parse_with_suffixes_and_drop_repeats():
+    assert _options.parse_sizes("10, 1k,100K,10") == (10, 1000, 100000)
+    assert _options.parse_sizes("2M") == (2000000,)
+
+
+@pytest.mark.parametrize("text", ["", "0", "ten", "1.5k", "-3", ","])
+def test_bad_sizes_are_refused(text):
+    with pytest.raises(ValueError, match="--sizes"):
+        _options.parse_sizes(text)
+
+
+def test_choices_name_the_bad_entry_and_the_choices():
+    assert _options.parse_cache("both") == ("warm", "cold")
+    assert _options.parse_cache("cold") == ("cold",)
+    assert _options.parse_persistent("on,off") == (True, False)
+    with pytest.raises(ValueError, match=r"'lukewarm'.*warm, cold"):
+        _options.parse_cache("lukewarm")
+    with pytest.raises(ValueError, match="--workers"):
+        _options.parse_workers("1,x")
+
+
+def test_smoke_defaults_when_benchmarks_are_disabled(tmp_path):
+    opts = _options.from_config(FakeConfig(tmp_path))
+    assert opts.smoke and opts.sizes == (_options.SMOKE_SIZE,)
+    assert opts.batch_size == _options.SMOKE_BATCH
+    assert opts.data_dir == tmp_path / ".storebench-data"
+    assert opts.mp_contexts == (_options.default_mp_context(),)
+
+
+def test_sweep_defaults_and_explicit_options(tmp_path):
+    opts = _options.from_config(FakeConfig(tmp_path, benchmark_enable=True))
+    assert not opts.smoke
+    assert (opts.sizes, opts.workers, opts.presets, opts.cache, opts.rounds, opts.batch_size) == \
+        ((100, 1000), (0, 2), ("cifar",), ("warm",), 3, 64)
+    assert opts.formats is None and opts.persistent == (False, True)
+    opts = _options.from_config(FakeConfig(
+        tmp_path, sizes="10,100k", workers="0,1,2,4", formats="npy,hdf5[gzip-4]", preset="imagenet,xray",
+        cache="both", rounds="5", data_dir=str(tmp_path / "d"), batch_size="32", mp_context="spawn,fork",
+        persistent="on", seed="7"))
+    assert opts.sizes == (10, 100000) and opts.workers == (0, 1, 2, 4)
+    assert opts.formats == ("npy", "hdf5[gzip-4]") and opts.presets == ("imagenet", "xray")
+    assert opts.cache == ("warm", "cold") and opts.rounds == 5 and opts.batch_size == 32
+    assert opts.data_dir == tmp_path / "d" and opts.mp_contexts == ("spawn", "fork")
+    assert opts.persistent == (True,) and opts.seed == 7
+    json.dumps(opts.to_json())
+
+
+@pytest.mark.parametrize("option, value, match", [
+    ("preset", "mnist", "--preset"), ("rounds", "0", "--rounds"), ("mp_context", "thread", "--mp-context"),
+    ("batch_size", "0", "--batch-size"), ("persistent", "maybe", "--persistent")])
+def test_bad_options_are_refused(tmp_path, option, value, match):
+    with pytest.raises(ValueError, match=match):
+        _options.from_config(FakeConfig(tmp_path, **{option: value}))
+
+
+def test_loader_specs_sweep_start_methods_and_persistence_for_workers_only():
+    opts = _options.BenchOptions(workers=(0, 2), mp_contexts=("fork", "spawn"), persistent=(False, True))
+    assert [s.id for s in loader_specs(opts)] == [
+        "w0", "w2-fork", "w2-fork-persist", "w2-spawn", "w2-spawn-persist"]
+
+
+def test_unknown_format_is_a_usage_error():
+    r = subprocess.run([sys.executable, "-m", "pytest", "bench/test_io.py", "--collect-only", "-q",
+                        "-p", "no:cacheprovider", "--formats", "npy,nosuchformat"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 4, r.stdout + r.stderr
+    assert "nosuchformat" in r.stderr and "known:" in r.stderr
+
+
+# --------------------------------------------------------------------------- page cache
+
+
+def _synced_file(path: Path, nbytes: int = 1 << 20) -> Path:
+    with open(path, "wb") as f:
+        f.write(os.urandom(nbytes))
+        f.flush()
+        os.fsync(f.fileno())  # dirty pages cannot be evicted
+    return path
+
+
+needs_eviction = pytest.mark.skipif(unsupported() is not None, reason=f"{unsupported()}")
+
+
+def _evictable(path: Path) -> bool:
+    try:
+        check_evicted([path])
+    except EvictionError:
+        return False
+    return True
+
+
+@needs_eviction
+def test_eviction_is_verified_with_mincore(tmp_path):
+    f = _synced_file(tmp_path / "data.bin")
+    if not _evictable(f):
+        pytest.skip(f"{filesystem(tmp_path)['type']} at {tmp_path} keeps pages cached")
+    f.read_bytes()
+    cached, total = file_residency(f)
+    assert total == 256 and cached == total
+    assert check_evicted([f]) == 0
+    assert residency([f]) == (0, total)
+
+
+@needs_eviction
+def test_pages_mapped_by_a_live_process_cannot_be_evicted(tmp_path):
+    f = _synced_file(tmp_path / "data.bin")
+    if not _evictable(f):
+        pytest.skip("the temp dir's file system keeps pages cached")
+    with open(f, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        bytes(m)  # fault every page in: mapped pages stay
+        with pytest.raises(EvictionError, match="left 256 of 256 pages"):
+            check_evicted([f])
+
+
+@needs_eviction
+@pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="no /dev/shm")
+def test_tmpfs_cannot_be_evicted():
+    if filesystem(Path("/dev/shm"))["type"] != "tmpfs":
+        pytest.skip("/dev/shm is not tmpfs here")
+    f = Path("/dev/shm") / f"storebench-evict-{os.getpid()}"
+    try:
+        _synced_file(f)
+        with pytest.raises(EvictionError):
+            check_evicted([f])
+    finally:
+        f.unlink()
+
+
+@needs_eviction
+def test_a_cold_round_that_reads_nothing_is_an_error(tmp_path):
+    f = _synced_file(tmp_path / "data.bin")
+    if not _evictable(f):
+        pytest.skip("the temp dir's file system keeps pages cached")
+    state = CacheState("cold", [f])
+    state.start()
+    state.ready()
+    assert file_residency(f)[0] == 0
+    f.read_bytes()  # this round reads
+    state.done()
+    state.ready()
+    with pytest.raises(ColdRoundError, match="read nothing from disk"):
+        state.done()  # this one did not
+
+
+def test_warm_state_reads_the_files_once(tmp_path):
+    f = _synced_file(tmp_path / "data.bin")
+    state = CacheState("warm", [f])
+    state.start()
+    for _ in range(2):
+        state.ready()
+        state.done()
+    assert state.rounds == 2
+    assert file_residency(f)[0] == file_residency(f)[1]
+    with pytest.raises(ValueError, match="warm' or 'cold"):
+        CacheState("tepid", [f])
+
+
+# --------------------------------------------------------------------------- dataset cache
+
+
+@pytest.fixture(scope="module")
+def cache_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("data")
+
+
+def test_datasets_are_built_once_and_reused(cache_root):
+    dc = DataCache(cache_root)
+    src = dc.source("cifar", 6)
+    ds = dc.dataset(formats.get("npy"), "cifar", 6)
+    assert dc.builds == 2
+    assert ds.checksum == src.checksum == fixtures.dataset_checksum(fixtures.make_dataset("cifar", 6))
+    assert ds.raw_bytes == 6 * 32 * 32 * 3 and ds.modes == [["uint8", 3]]
+    again = DataCache(cache_root)
+    ds2 = again.dataset(formats.get("npy"), "cifar", 6)
+    assert again.builds == 0 and ds2.path == ds.path and ds2.checksum == ds.checksum
+    rec = again.records()
+    assert {(r["role"], r["path"].split("/")[0]) for r in rec} == {("source", "sources"),
+                                                                  ("dataset", "cifar-s0-p1")}
+    assert all(r["checksum"] == src.checksum for r in rec)
+    json.dumps(rec)
+
+
+def test_cache_key_covers_everything_that_decides_the_bytes(cache_root, monkeypatch):
+    dc = DataCache(cache_root)
+    npy, hdf5 = formats.get("npy"), formats.get("hdf5")
+    base = dc.path_for(npy, "cifar", 6)
+    others = [dc.path_for(npy, "cifar", 7), dc.path_for(npy, "imagenet", 6),
+              DataCache(cache_root, seed=1).path_for(npy, "cifar", 6), dc.path_for(hdf5, "cifar", 6),
+              dc.path_for(formats.get("hdf5", compression="gzip", level=4), "cifar", 6)]
+    assert len({base, *others}) == 6
+    assert "hdf5_gzip-4_" in others[-1].name
+
+    class Npy2(Npy):
+        version = 2
+    assert dc.path_for(Npy2(), "cifar", 6) != base
+    key = dataset_key(npy, "cifar", 6, 0)
+    monkeypatch.setattr(fixtures, "PRESET_VERSION", fixtures.PRESET_VERSION + 1)
+    assert dataset_key(npy, "cifar", 6, 0) != key
+    assert dc.path_for(npy, "cifar", 6) != base
+
+
+def test_a_damaged_sidecar_means_rebuild(cache_root):
+    dc = DataCache(cache_root)
+    ds = dc.dataset(formats.get("npy"), "cifar", 6)
+    side = ds.path.with_name(ds.path.name + ".json")
+    side.write_text("{not json")
+    again = DataCache(cache_root)
+    assert again.dataset(formats.get("npy"), "cifar", 6).checksum == ds.checksum
+    assert again.builds == 1 and json.loads(side.read_text())["checksum"] == ds.checksum
+
+
+def test_a_dataset_that_no_longer_reads_the_same_is_rebuilt(cache_root):
+    ds = DataCache(cache_root).dataset(formats.get("npy"), "cifar", 6)
+    with open(ds.path / "pixels.npy", "r+b") as f:  # a layout change without a version bump
+        f.seek(128)
+        first = f.read(1)
+        f.seek(128)
+        f.write(bytes([first[0] ^ 0xFF]))
+    again = DataCache(cache_root)
+    assert again.dataset(formats.get("npy"), "cifar", 6).checksum == ds.checksum
+    assert again.builds == 1
+    with formats.get("npy").open(ds.path) as r:
+        assert r[0].image.tobytes()[:1] == first
+
+
+def test_a_lossless_format_that_reads_back_wrong_is_not_cached(cache_root):
+    class Broken(Npy):
+        name = "broken"
+
+        def _write(self, samples, root):
+            flipped = (Sample(s.key, s.image ^ 1, s.label) for s in samples)
+            return super()._write(flipped, root)
+
+    dc = DataCache(cache_root)
+    with pytest.raises(AssertionError, match="lossless but"):
+        dc.dataset(Broken(), "cifar", 6)
+    assert not dc.path_for(Broken(), "cifar", 6).exists()
+
+
+def test_a_format_that_cannot_store_the_preset_is_unsupported(tmp_path):
+    src = Dataset(formats.get("npy"), tmp_path, "xray", 1, 0, "x", 0, 0, 0, [["uint16", 0]])
+    dc = DataCache(tmp_path)
+    dc.check_modes(formats.get("npy"), src)
+    with pytest.raises(Unsupported, match=r"png\[1\] cannot store the xray.*uint16 3-channel"):
+        dc.check_modes(formats.get("png", compress_level=1), Dataset(
+            formats.get("npy"), tmp_path, "xray", 1, 0, "x", 0, 0, 0, [["uint16", 3]]))
+
+
+def test_write_sources_are_fresh_iterables(cache_root):
+    make = write_source(DataCache(cache_root).source("cifar", 6))
+    assert [s.key for s in make()] == [s.key for s in make()] == [f"cifar/{i:07d}" for i in range(6)]
+
+
+# --------------------------------------------------------------------------- bounds
+
+
+def test_each_format_has_its_bound():
+    assert bound_of(formats.get("npy")) == "floor"
+    assert bound_of(formats.get("png", compress_level=1)) == "decode-only[png[1]]"
+    assert image_codec(formats.get("zip", encoding="raw")) is None
+    assert bound_of(formats.get("zip", encoding="raw")) == "floor"
+    ids = [p.id for p in bound_params({"npy": formats.get("npy"), "png": formats.get("png")})]
+    assert ids == ["floor-scan", "floor-random", "floor-batch", "gather-batch", "decode-only[png]-scan"]
+    avail = formats.available()
+    if "lmdb" in avail and "hdf5" in avail:
+        assert (bound_of(formats.get("lmdb")), bound_of(formats.get("hdf5"))) == ("bare-lmdb", "bare-h5py")
+
+
+@pytest.mark.parametrize("fmt", [{"name": "png"}, {"name": "zip"}, {"name": "tar"}, {"name": "jpeg"},
+                                 {"name": "npy"}], ids=lambda d: d["name"])
+def test_encoded_images_are_found_in_files_and_archives(cache_root, fmt):
+    if fmt["name"] not in formats.available():
+        pytest.skip(f"{fmt['name']} is unavailable")
+    f = formats.get(fmt["name"])
+    ds = DataCache(cache_root).dataset(f, "cifar", 6)
+    codec, blobs = encoded_images(ds.path, 4)
+    assert codec == image_codec(f)
+    assert len(blobs) == (4 if codec else 0)
+    if codec == "png":
+        assert all(b.startswith(b"\x89PNG") for b in blobs)
+
+
+def test_pool_is_bounded_and_in_memory(cache_root):
+    src = DataCache(cache_root).source("cifar", 6)
+    pool = make_pool(src, budget=3 * 32 * 32 * 3)
+    assert pool.m == 3 and pool.stacked.shape == (3, 32, 32, 3)
+    assert all(a[1].flags.writeable and a[1].base is None for a in pool.args)
+
+
+# --------------------------------------------------------------------------- results and hooks
+
+
+class _Fake(SimpleNamespace):
+    pass
+
+
+def _runner(min_time):
+    from bench._run import Runner
+
+    bench = _Fake(extra_info={}, stats=_Fake(stats=_Fake(min=min_time)), group=None)
+    session = _Fake(opts=_Fake(rounds=3), results=Results(), format=formats.get)
+    request = _Fake(node=_Fake(callspec=_Fake(id="npy-cifar-n100-warm"), originalname="test_batch"))
+    return Runner(bench, session, request), bench
+
+
+def test_efficiency_compares_rounds_interleaved_with_the_bound():
+    runner, bench = _runner(0.01)
+    assert bench.group == "batch"
+    runner.paired = {"floor": [0.005, 0.004], "gather": [0.002, 0.001]}
+    row = runner.record(op="batch", preset="cifar", n=100, cache="warm", info={"id": "npy"},
+                        items=100, raw_bytes=100 * 3072, fmt_id="npy")
+    info = bench.extra_info
+    assert info["images/s"] == 10000 and info["MB/s"] == 30.72
+    assert (info["bound"], info["bound_images/s"], info["efficiency"]) == ("floor", 25000, 0.4)
+    assert info["vs_gather"] == 0.1 and info["op"] == "batch" and info["rounds"] == 3
+    assert row.rate == 10000 and row.bound == "floor"
+    assert any("40.0% of floor, 10.0% of gather" in line for line in runner.session.results.summary_lines())
+    json.dumps(info)
+
+
+def test_untimed_rows_get_no_rates():
+    runner, bench = _runner(0.01)
+    bench.stats = None  # --benchmark-disable
+    runner.record(op="scan", preset="cifar", n=100, cache="warm", info={}, items=100,
+                  raw_bytes=1, fmt_id="npy")
+    assert "images/s" not in bench.extra_info and runner.session.results.summary_lines() == []
+
+
+def _root_conftest():
+    spec = importlib.util.spec_from_file_location("storebench_root_conftest", ROOT / "conftest.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_machine_info_hook_is_stable_and_json(request):
+    hooks = _root_conftest()
+    a, b = {}, {}
+    hooks.pytest_benchmark_update_machine_info(request.config, a)
+    hooks.pytest_benchmark_update_machine_info(request.config, b)
+    assert a == b, "volatile values in machine_info make --benchmark-compare warn on every run"
+    info = json.loads(json.dumps(a))["storebench"]
+    assert {"numpy", "pillow"} <= set(info["libraries"])
+    if "hdf5" in formats.available():
+        assert info["libraries"]["libhdf5"].count(".") == 2
+    if "lmdb" in formats.available():
+        assert info["libraries"]["liblmdb"].count(".") == 2
+    assert info["dbm_backend"].startswith("dbm.")
+    assert info["data_dir_fs"] and info["ram_bytes"] > 0 and info["cpu_count"] >= 1
+    assert set(info["formats"]) == set(formats.available())
+
+
+def test_json_hook_adds_version_options_and_datasets(request):
+    out = {}
+    _root_conftest().pytest_benchmark_update_json(request.config, [], out)
+    sb = json.loads(json.dumps(out))["storebench"]
+    assert sb["version"] == "0.1.0" and "options" in sb and isinstance(sb["datasets"], list)
+    if (ROOT / ".git").exists():
+        assert len(sb["commit"]) == 40
+
+
+def test_benchmark_run_end_to_end(tmp_path):
+    """A tiny real run: rates, efficiency, checksums and machine info reach the JSON."""
+    out = tmp_path / "out.json"
+    r = subprocess.run(
+        [sys.executable, "-m", "pytest", "bench/test_io.py", "bench/test_bounds.py", "-p", "no:cacheprovider",
+         "--benchmark-enable", "--formats", "npy", "--sizes", "20", "--rounds", "2",
+         "--data-dir", str(tmp_path / "data"), f"--benchmark-json={out}", "-k", "scan or batch or bound"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "passed" in r.stdout.strip().splitlines()[-1]
+    assert "efficiency against the bound" in r.stdout
+    doc = json.loads(out.read_text())
+    rows = {b["name"]: b for b in doc["benchmarks"]}
+    scan = rows["test_scan[npy-cifar-n20-warm]"]
+    assert scan["group"] == "scan"
+    info = scan["extra_info"]
+    assert info["id"] == "npy" and info["n"] == 20 and info["cache"] == "warm"
+    assert info["images/s"] > 0 and info["bound"] == "floor" and 0 < info["efficiency"]
+    assert "vs_gather" in rows["test_batch[npy-cifar-n20-warm]"]["extra_info"]
+    assert rows["test_bound[floor-scan-cifar-n20]"]["group"] == "bound"
+    assert "storebench" in doc["machine_info"]
+    checks = {d["id"]: d["checksum"] for d in doc["storebench"]["datasets"] if d["role"] == "dataset"}
+    assert checks["npy"] == fixtures.dataset_checksum(fixtures.make_dataset("cifar", 20))
+    assert np.isfinite(doc["storebench"]["peak_rss_bytes"])
