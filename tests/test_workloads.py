@@ -1,0 +1,317 @@
+"""The named workloads: registry, outputs, boxes, reproducibility, DataLoader glue, time split."""
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import fixtures
+import formats
+from formats import Sample
+from storebench import workloads
+from storebench.workloads import WORKLOADS, WorkloadDataset, collate, get_workload, time_split
+
+pytest.importorskip("cv2", reason="the workloads need opencv-python-headless")
+
+
+def _xray_with_boxes():
+    i = next(i for i in range(50) if len(fixtures.make_sample("xray", i).boxes) >= 3)
+    return fixtures.make_sample("xray", i)
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def test_registry_names_and_errors(monkeypatch):
+    assert set(WORKLOADS) == {"none", "detect-aug", "classify-aug", "ben-preprocess", "dicom-display"}
+    with pytest.raises(TypeError):
+        WORKLOADS["x"] = "read-only"  # type: ignore[index]
+    with pytest.raises(ValueError, match="unknown workload 'nope'; workloads: none, detect-aug"):
+        get_workload("nope")
+    with pytest.raises(TypeError):
+        get_workload("classify-aug", colour=True)
+    with pytest.raises(ValueError, match="only the last"):
+        get_workload("classify-aug+ben-preprocess")
+    with pytest.raises(TypeError, match="a chain takes only seed"):
+        get_workload("ben-preprocess+classify-aug", size=3)
+    real = workloads.importlib.util.find_spec
+    monkeypatch.setattr(workloads.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "albumentations" else real(name, *a))
+    with pytest.raises(ImportError, match=r"storebench\[aug\]"):
+        get_workload("detect-aug")
+
+
+def test_a_chain_runs_its_parts_in_order():
+    chain = get_workload("ben-preprocess+classify-aug", seed=3)
+    assert chain.name == "ben-preprocess+classify-aug" and chain.kind == "augment"
+    s = fixtures.make_sample("fundus", 0)
+    want = get_workload("classify-aug", seed=3, tensor=chain.parts[1].tensor)(
+        get_workload("ben-preprocess")(s))
+    np.testing.assert_array_equal(np.asarray(chain(s)["image"]), np.asarray(want["image"]))
+
+
+# --------------------------------------------------------------------------- detect-aug
+
+
+@st.composite
+def detection_samples(draw, *, max_side: int = 96, max_boxes: int = 6):
+    """A gray (uint8/uint16) or RGB image with boxes anywhere, edges and zero-size boxes included."""
+    h, w = draw(st.integers(8, max_side)), draw(st.integers(8, max_side))
+    dtype = draw(st.sampled_from([np.uint8, np.uint16]))
+    shape = draw(st.sampled_from([(h, w), (h, w, 1), (h, w, 3)])) if dtype == np.uint8 else (h, w)
+    img = draw(hnp.arrays(dtype, shape, elements=st.integers(0, np.iinfo(dtype).max)))
+    n = draw(st.integers(0, max_boxes))
+    xs = draw(hnp.arrays(np.float32, (n, 2), elements=st.floats(0, w, width=32)))
+    ys = draw(hnp.arrays(np.float32, (n, 2), elements=st.floats(0, h, width=32)))
+    boxes = np.stack([xs.min(1), ys.min(1), xs.max(1), ys.max(1)], axis=1) if n else np.zeros((0, 4))
+    labels = np.arange(n) + 100
+    rads = draw(st.lists(st.sampled_from(["R1", "R2", "R3"]), min_size=n, max_size=n))
+    meta = {"box_rad_ids": ",".join(rads)} if n and draw(st.booleans()) else {}
+    return Sample("s", img, 1, boxes, labels, meta)
+
+
+@given(detection_samples(), st.integers(0, 2**16))
+def test_detect_aug_boxes_stay_inside_and_aligned(s, seed):
+    out = get_workload("detect-aug", seed=seed, tensor=False)(s)
+    img, boxes, labels = out["image"], out["boxes"], out["box_labels"]
+    assert img.shape == (3, 224, 224) and img.dtype == np.float32
+    assert 0 <= img.min() and img.max() <= 1
+    assert boxes.dtype == np.float32 and boxes.shape == (len(labels), 4)
+    assert (boxes >= 0).all() and (boxes[:, [0, 2]] <= 224).all() and (boxes[:, [1, 3]] <= 224).all()
+    assert (boxes[:, 0] < boxes[:, 2]).all() and (boxes[:, 1] < boxes[:, 3]).all()
+    # Labels are a sub-multiset of the chosen radiologist's labels.
+    rads = s.meta.get("box_rad_ids")
+    pool = s.box_labels if not rads else s.box_labels[np.array(rads.split(",")) == out["rad_id"]]
+    assert not (set(labels.tolist()) - set(pool.tolist()))
+    assert len(labels) <= len(pool)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_detect_aug_keeps_labels_with_their_boxes(seed):
+    """Three centred boxes of areas 1:4:16 keep their order of size, so labels that moved would show."""
+    img = np.random.default_rng(seed).integers(0, 256, (300, 400), dtype=np.uint8)
+    boxes = [[190, 140, 210, 160], [140, 130, 180, 170], [160, 110, 240, 190]]  # sides 20, 40, 80
+    s = Sample("k", img, 0, boxes, [5, 6, 7])
+    out = get_workload("detect-aug", seed=seed, tensor=False)(s)
+    b, lb = out["boxes"], out["box_labels"]
+    assert len(lb) == 3
+    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    assert lb[np.argsort(area)].tolist() == [5, 6, 7]
+
+
+def test_detect_aug_picks_one_radiologist_per_sample():
+    s = _xray_with_boxes()
+    n = len(s.boxes)
+    rads = ["R1"] * (n // 2) + ["R2"] * (n - n // 2)
+    s = Sample(s.key, s.image, s.label, s.boxes, np.arange(n), {"box_rad_ids": ",".join(rads)})
+    seen = set()
+    for seed in range(10):
+        out = get_workload("detect-aug", seed=seed, tensor=False)(s)
+        mine = {i for i, r in enumerate(rads) if r == out["rad_id"]}
+        assert set(out["box_labels"].tolist()) <= mine
+        seen.add(out["rad_id"])
+    assert seen == {"R1", "R2"}
+    bad = Sample("k", s.image, 0, s.boxes, s.box_labels, {"box_rad_ids": "R1"})
+    with pytest.raises(ValueError, match="radiologists"):
+        get_workload("detect-aug")(bad)
+
+
+def test_augmentations_are_reproducible_and_seeded():
+    s = fixtures.make_sample("imagenet", 1)
+    for name in ("detect-aug", "classify-aug"):
+        a = [get_workload(name, seed=1, tensor=False)(s)["image"] for _ in range(2)]
+        wl = get_workload(name, seed=1, tensor=False)
+        b = [wl(s)["image"] for _ in range(3)]
+        np.testing.assert_array_equal(a[0], a[1])
+        np.testing.assert_array_equal(a[0], b[0])
+        assert not np.array_equal(b[0], b[1]), f"{name}: every call draws anew"
+        assert not np.array_equal(a[0], get_workload(name, seed=2, tensor=False)(s)["image"])
+        clone = pickle.loads(pickle.dumps(wl))  # what a spawn worker gets: options, not state
+        np.testing.assert_array_equal(clone(s)["image"], a[0])
+
+
+def test_outputs_are_tensors_when_torch_is_installed():
+    torch = pytest.importorskip("torch")
+    s = _xray_with_boxes()
+    out = get_workload("detect-aug")(s)
+    assert isinstance(out["image"], torch.Tensor) and isinstance(out["boxes"], torch.Tensor)
+    assert out["box_labels"].dtype == torch.int64
+    assert isinstance(get_workload("classify-aug")(s)["image"], torch.Tensor)
+
+
+# --------------------------------------------------------------------------- classify-aug
+
+
+def test_classify_aug_resizes_flips_rotates_and_normalises():
+    wl = get_workload("classify-aug", size=64, degrees=0, tensor=False)
+    img = np.zeros((40, 50, 3), np.uint8)
+    img[:, :25] = 255  # left half white
+    outs = [wl(Sample("k", img, 2))["image"] for _ in range(16)]
+    for out in outs:
+        assert out.shape == (3, 64, 64) and out.dtype == np.float32
+        white = (1 - np.float32(workloads.IMAGENET_MEAN)) / np.float32(workloads.IMAGENET_STD)
+        black = -np.float32(workloads.IMAGENET_MEAN) / np.float32(workloads.IMAGENET_STD)
+        left, right = out[:, 32, 2], out[:, 32, 61]
+        assert {tuple(np.round(left, 4)), tuple(np.round(right, 4))} == {tuple(np.round(white, 4)),
+                                                                        tuple(np.round(black, 4))}
+    flipped = [bool(o[0, 32, 2] < 0) for o in outs]
+    assert any(flipped) and not all(flipped)
+    gray16 = Sample("g", np.full((30, 30), 4000, np.uint16), 0)
+    assert get_workload("classify-aug", tensor=False)(gray16)["image"].shape == (3, 224, 224)
+
+
+# --------------------------------------------------------------------------- ben-preprocess
+
+
+def _ben_reference(image, tol=7, size=256, sigma=10):
+    """The APTOS notebook's crop_image_from_gray + load_ben_color, verbatim in spirit."""
+    import cv2
+
+    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    mask = gray > tol
+    if image[:, :, 0][np.ix_(mask.any(1), mask.any(0))].shape[0] == 0:
+        img = image
+    else:
+        img = np.stack([image[:, :, c][np.ix_(mask.any(1), mask.any(0))] for c in range(3)], axis=-1)
+    img = cv2.resize(img, (size, size))
+    return cv2.addWeighted(img, 4, cv2.GaussianBlur(img, (0, 0), sigma), -4, 128)
+
+
+@pytest.mark.parametrize("i", range(3))
+def test_ben_preprocess_matches_the_notebook_on_fundus_photos(i):
+    s = fixtures.make_sample("fundus", i)
+    out = get_workload("ben-preprocess")(s)
+    assert out.image.shape == (256, 256, 3) and out.image.dtype == np.uint8
+    np.testing.assert_array_equal(out.image, _ben_reference(s.image))
+    assert out.key == s.key and out.label == s.label and out.meta == {**s.meta, "preprocess": "ben-preprocess"}
+
+
+def test_ben_preprocess_crops_the_dark_border_and_moves_boxes():
+    img = np.full((100, 200, 3), 7, np.uint8)  # at the tolerance: still border
+    img[20:60, 50:150] = 200
+    s = Sample("k", img, 1, [[50, 20, 100, 40], [0, 0, 10, 10]], [1, 2])
+    out = get_workload("ben-preprocess")(s)
+    assert (out.image == 128).all()  # a flat picture has no local contrast left
+    np.testing.assert_array_equal(out.boxes, [[0, 0, 128, 128]])
+    np.testing.assert_array_equal(out.box_labels, [1])  # the box on the border is gone
+    dark = get_workload("ben-preprocess")(Sample("d", np.full((10, 10), 3, np.uint8)))
+    assert dark.image.shape == (256, 256)
+
+
+# --------------------------------------------------------------------------- dicom-display
+
+
+def test_dicom_display_equals_display_transform_on_real_files(tmp_path):
+    pydicom = pytest.importorskip("pydicom")
+    import shutil
+
+    from fixtures.dicom import bundled_files
+    from fixtures.folder import from_folder
+    from formats.dicom import display_transform
+
+    files = bundled_files(["CT_small.dcm", "MR_small.dcm", "examples_overlay.dcm"])
+    for f in files:
+        (tmp_path / "x").mkdir(exist_ok=True)
+        shutil.copy(f, tmp_path / "x" / f.name)
+    wl = get_workload("dicom-display")
+    for f, s in zip(sorted(files, key=lambda p: p.name), from_folder(tmp_path)):
+        out = wl(s)
+        np.testing.assert_array_equal(out.image, display_transform(pydicom.dcmread(f), size=600))
+        assert min(out.image.shape) == 600 and out.image.dtype == np.uint8
+        assert "WindowCenter" not in out.meta and "RescaleIntercept" not in out.meta
+
+
+def test_dicom_display_inverts_monochrome1_and_scales_boxes():
+    pytest.importorskip("pydicom")
+    s = _xray_with_boxes()
+    wl, full = get_workload("dicom-display"), get_workload("dicom-display", size=None)
+    m1 = Sample(s.key, s.image, s.label, s.boxes, s.box_labels,
+                {**s.meta, "PhotometricInterpretation": "MONOCHROME1"})
+    inv = full(m1)
+    assert np.abs(inv.image.astype(int) + full(s).image.astype(int) - 255).max() <= 1  # truncation
+    assert inv.meta["PhotometricInterpretation"] == "MONOCHROME2" and inv.image.shape == s.image.shape
+    m2 = wl(s)
+    h, w = s.image.shape
+    assert min(m2.image.shape) == 600
+    k = np.float32([m2.image.shape[1] / w, m2.image.shape[0] / h] * 2)
+    np.testing.assert_allclose(m2.boxes, s.boxes * k, rtol=1e-5)
+    np.testing.assert_array_equal(m2.box_labels, s.box_labels)
+    rgb = wl(fixtures.make_sample("cifar", 0))
+    assert rgb.image.shape == (600, 600, 3)
+
+
+def test_preprocessing_once_at_write_time(tmp_path):
+    fmt = formats.get("npy")
+    fmt.write(fixtures.make_dataset("fundus", 3), tmp_path / "raw")
+    wl = get_workload("ben-preprocess")
+    with fmt.open(tmp_path / "raw") as r:
+        fmt.write(map(wl, r), tmp_path / "pre")
+        with fmt.open(tmp_path / "pre") as pre:
+            assert [p.image.shape for p in pre] == [(256, 256, 3)] * 3
+            assert all(np.array_equal(wl(a).image, b.image) for a, b in zip(r, pre))
+
+
+# --------------------------------------------------------------------------- DataLoader glue
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    path = tmp_path_factory.mktemp("wl") / "npy"
+    formats.get("npy").write(fixtures.make_dataset("imagenet", 6), path)
+    return path
+
+
+@pytest.mark.parametrize("fetch", workloads.FETCHES)
+def test_fetch_strategies_give_the_same_samples(small, fetch):
+    with formats.open_dataset(small) as r:
+        ds = WorkloadDataset(r, fetch=fetch)
+        assert len(ds) == 6
+        assert [s.key for s in ds.__getitems__([4, 0, 2])] == [r[4].key, r[0].key, r[2].key]
+        assert ds[1] == r[1]
+    with pytest.raises(ValueError, match="fetch"):
+        WorkloadDataset(r, fetch="later")
+
+
+def test_collate_stacks_equal_shapes_and_lists_the_rest(small):
+    with formats.open_dataset(small) as r:
+        batch = collate([r[i] for i in range(3)])  # imagenet sizes differ
+        assert isinstance(batch["image"], list) and batch["key"] == [r[i].key for i in range(3)]
+        if any(len(r[i].boxes) for i in range(3)):  # then every image gets its (maybe empty) boxes
+            assert [tuple(b.shape) for b in batch["boxes"]] == [(len(r[i].boxes), 4) for i in range(3)]
+            assert [len(b) for b in batch["box_labels"]] == [len(r[i].boxes) for i in range(3)]
+        mixed = collate([r[0], Sample("k", r[0].image, 1)])
+        assert [len(b) for b in mixed.get("boxes", [[], []])][1] == 0
+        wl = get_workload("classify-aug", size=32)
+        batch = collate([wl(r[i]) for i in range(3)])
+        assert tuple(batch["image"].shape) == (3, 3, 32, 32)
+
+
+def test_dataloader_workers_are_seeded_and_reproducible(small):
+    torch = pytest.importorskip("torch")
+
+    def epoch():
+        with formats.open_dataset(small) as r:
+            dl = torch.utils.data.DataLoader(
+                WorkloadDataset(r, get_workload("classify-aug", size=16, seed=5)), batch_size=2,
+                shuffle=True, num_workers=2, collate_fn=collate, multiprocessing_context="fork",
+                generator=torch.Generator().manual_seed(0))
+            return {k: img for b in dl for k, img in zip(b["key"], b["image"])}
+
+    a, b = epoch(), epoch()
+    assert sorted(a) == sorted(b) and len(a) == 6
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_time_split_adds_up(small):
+    with formats.open_dataset(small) as r:
+        split = time_split(r, get_workload("classify-aug", size=32), range(6))
+    assert split["split_samples"] == 6 and split["split_cache"] == "warm"
+    assert all(split[f"split_{p}_us"] >= 0 for p in ("read", "decode", "transform"))
+    assert split["split_read_us"] + split["split_decode_us"] == pytest.approx(split["split_get_us"], abs=0.02)
+    assert split["split_dominant"] in ("read", "decode", "transform")
+    with pytest.raises(ValueError, match="no indices"):
+        time_split(r, None, [])
