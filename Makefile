@@ -20,7 +20,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest tests bench $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	$(BIN)/python -m pytest bench --benchmark-enable --benchmark-autosave \
+	$(BIN)/python -m pytest bench --benchmark-enable --benchmark-autosave --benchmark-save-data \
 		--benchmark-columns=median,iqr,ops,rounds --benchmark-sort=fullname $(PYTEST_ARGS)
 
 # Rewrite the committed golden datasets (only when a format's on-disk layout changes on purpose).

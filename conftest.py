@@ -43,6 +43,7 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
     output_json["storebench"] = {
         **storebench_version(config.rootpath),
         "options": s.opts.to_json(),
+        "command": ["pytest", *config.invocation_params.args],
         "datasets": s.dataset_records(),
         "peak_rss_bytes": peak_rss_bytes(),
     }
