@@ -17,10 +17,14 @@ simply rebuilt.  Lossless formats must read back the source's checksum.
 Once per session a reused dataset is also checked cheaply (length, keys,
 first and last sample) and rebuilt if it no longer reads as it did: formats
 under development change their layout without bumping their version.
+Your own data (``--preset folder:PATH`` or ``cifar10:PATH``) is read in
+sorted order, the first n images, and keyed also by its files' names, sizes
+and mtimes, so editing the folder rebuilds its datasets.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -35,6 +39,7 @@ import numpy as np
 
 import fixtures
 import formats
+from fixtures.folder import is_user_preset, user_fingerprint, user_samples
 from formats import Format, Sample
 from formats._api import dataset_files, disk_usage
 
@@ -58,11 +63,27 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", text)
 
 
+@functools.lru_cache(maxsize=None)
+def _user_data(preset: str) -> str:
+    return user_fingerprint(preset)  # once per session: it stats every file of the folder
+
+
 def dataset_key(fmt: Format, preset: str, n: int, seed: int) -> dict:
-    """Everything that decides a cached dataset's bytes."""
-    return {"format": fmt.name, "id": fmt.id, "options": jsonable(fmt.options),
-            "format_version": fmt.version, "preset": preset,
-            "preset_version": fixtures.PRESET_VERSION, "n": n, "seed": seed}
+    """Everything that decides a cached dataset's bytes; for your own data, its files' stats too."""
+    key = {"format": fmt.name, "id": fmt.id, "options": jsonable(fmt.options),
+           "format_version": fmt.version, "preset": preset,
+           "preset_version": fixtures.PRESET_VERSION, "n": n, "seed": seed}
+    if is_user_preset(preset):
+        key["user_data"] = _user_data(preset)
+    return key
+
+
+def preset_dir(preset: str) -> str:
+    """A directory name for a preset: ``folder:/data/xrays`` -> ``folder-xrays-1a2b3c4d``."""
+    if not is_user_preset(preset):
+        return preset
+    kind, _, path = preset.partition(":")
+    return f"{kind}-{slug(Path(path).name)}-{hashlib.sha256(path.encode()).hexdigest()[:8]}"
 
 
 def key_digest(key: dict) -> str:
@@ -182,10 +203,17 @@ class DataCache:
         """The generated samples of ``(preset, n, seed)``, stored as an npy dataset."""
         fmt = formats.get("npy")
         key = {**dataset_key(fmt, preset, n, self.seed), "role": "source"}
-        path = self.root / "sources" / f"{preset}-s{self.seed}-p{fixtures.PRESET_VERSION}-n{n}"
+        path = self.root / "sources" / f"{preset_dir(preset)}-s{self.seed}-p{fixtures.PRESET_VERSION}-n{n}"
 
         def build(tally):
-            gen = self.progress(fixtures.make_dataset(preset, n, self.seed), n, f"generating {preset} n={n}")
+            if is_user_preset(preset):
+                try:
+                    samples = user_samples(preset, n)  # your data, in sorted order: no seed
+                except ValueError as err:  # fewer images than n: the benchmark is skipped
+                    raise Unsupported(str(err)) from err
+            else:
+                samples = fixtures.make_dataset(preset, n, self.seed)
+            gen = self.progress(samples, n, f"generating {preset} n={n}")
             fmt.write(tally(gen), path, overwrite=True)
         return self._cached(fmt, preset, n, key, path, build)
 
@@ -193,7 +221,7 @@ class DataCache:
 
     def path_for(self, fmt: Format, preset: str, n: int) -> Path:
         key = dataset_key(fmt, preset, n, self.seed)
-        return (self.root / f"{preset}-s{self.seed}-p{fixtures.PRESET_VERSION}" / f"n{n}"
+        return (self.root / f"{preset_dir(preset)}-s{self.seed}-p{fixtures.PRESET_VERSION}" / f"n{n}"
                 / f"{slug(fmt.id)}-v{fmt.version}-{key_digest(key)}")
 
     def check_modes(self, fmt: Format, source: Dataset) -> None:

@@ -6,6 +6,7 @@ sizes unless ``--sizes`` says otherwise.
 """
 from __future__ import annotations
 
+import argparse
 import multiprocessing
 import re
 from dataclasses import asdict, dataclass
@@ -86,6 +87,27 @@ def parse_cache(text: str) -> tuple[str, ...]:
     return CACHE_STATES if text == "both" else parse_choice(text, "--cache", CACHE_STATES)
 
 
+def parse_presets(text: str) -> tuple[str, ...]:
+    """Bundled presets by name, or your own data as ``folder:PATH`` / ``cifar10:PATH``."""
+    from fixtures import PRESETS
+    from fixtures.folder import USER_PRESETS, is_user_preset
+
+    got = _items(text, "--preset")
+    bad = [t for t in got if t not in PRESETS and not is_user_preset(t)]
+    if bad:
+        raise ValueError(f"--preset: unknown {', '.join(map(repr, bad))}; choose from "
+                         f"{', '.join(PRESETS)}, {', '.join(k + ':PATH' for k in USER_PRESETS)}")
+    return tuple(got)
+
+
+def _count(text: str) -> int:
+    """argparse ``type`` of --folds and --epochs: a whole number >= 1."""
+    try:
+        return parse_int(text, "count", minimum=1)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from err
+
+
 def parse_persistent(text: str) -> tuple[bool, ...]:
     return tuple({"off": False, "on": True}[t] for t in parse_choice(text, "--persistent", ("off", "on")))
 
@@ -107,7 +129,8 @@ def add_options(parser) -> None:
                 help="formats to benchmark, by name (every variant) or id, e.g. npy,lmdb,hdf5[gzip-4] "
                      "(default: every available format)")
     g.addoption("--preset", default="cifar", metavar="PRESET,...",
-                help="fixtures preset(s) to benchmark (default cifar)")
+                help="fixtures preset(s) to benchmark (default cifar), or your own images: "
+                     "folder:PATH (class subfolders of png/jpg/dcm) or cifar10:PATH (the python batches)")
     g.addoption("--cache", default="warm", choices=("warm", "cold", "both"),
                 help="page-cache state of read benchmarks (default warm); cold evicts the "
                      "dataset's files before every round and checks that it did")
@@ -122,6 +145,10 @@ def add_options(parser) -> None:
     g.addoption("--persistent", default="off,on", metavar="off,on",
                 help="persistent_workers settings for loaders with workers (default off,on)")
     g.addoption("--seed", default="0", metavar="S", help="dataset seed (default 0)")
+    g.addoption("--folds", default=5, type=_count, metavar="K",
+                help="cross-validation folds in the preprocess rows' total time (default 5)")
+    g.addoption("--epochs", default=3, type=_count, metavar="E",
+                help="epochs per fold in the preprocess rows' total time (default 3)")
 
 
 def benchmarks_disabled(config) -> bool:
@@ -141,13 +168,11 @@ def from_config(config) -> BenchOptions:
     data_dir = opt("data_dir")
     mp = opt("mp_context")
     formats = opt("formats")
-    from fixtures import PRESETS
-
     return BenchOptions(
         sizes=parse_sizes(sizes) if sizes is not None else ((SMOKE_SIZE,) if smoke else (100, 1000)),
         workers=parse_workers(opt("workers")),
         formats=tuple(_items(formats, "--formats")) if formats is not None else None,
-        presets=parse_choice(opt("preset"), "--preset", tuple(PRESETS)),
+        presets=parse_presets(opt("preset")),
         cache=parse_cache(opt("cache")),
         rounds=parse_int(opt("rounds"), "--rounds", minimum=1),
         data_dir=(Path(data_dir).resolve() if data_dir is not None

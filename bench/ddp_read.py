@@ -91,8 +91,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--backend", default="gloo", help="torch.distributed backend (default gloo)")
     p.add_argument("--device", default="cpu",
                    help="'cuda': pinned batches go to this rank's GPU (non_blocking, synchronised)")
-    p.add_argument("--evict", action="store_true", help="drop the dataset from each node's page cache per epoch")
-    p.add_argument("--record-keys", action="store_true", help="gather every rank's keys per epoch into the JSON")
+    p.add_argument("--evict", action="store_true",
+                   help="drop the dataset from each node's page cache before every epoch")
+    p.add_argument("--record-keys", action="store_true",
+                   help="gather every rank's keys per epoch into the JSON")
     p.add_argument("--json", default=None, help="rank 0 writes the result here too")
     p.add_argument("--timeout", type=float, default=300, help="seconds to wait for the other ranks")
     return p.parse_args(argv)

@@ -32,7 +32,6 @@ import shutil
 import time
 import warnings
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch", reason="the workload benchmarks need PyTorch")
@@ -58,7 +57,6 @@ PREPROCESS = {"ben-preprocess": "classify-aug", "dicom-display": "detect-aug"}
 STRATEGIES = ("per-epoch", "once")
 #: Samples per time split (a seeded permutation's head).
 SPLIT_SAMPLES = 256
-DEFAULT_FOLDS, DEFAULT_EPOCHS = 5, 3
 #: Each test's own axes, after format, preset and size and before workers: (argument, values, ids).
 AXES = {"workload": [("workload", AUGMENTED, None)],
         "preprocess": [("prep", list(PREPROCESS), None), ("strategy", STRATEGIES, None)],
@@ -219,12 +217,10 @@ class _Scratch:
         return self.fmt.open(self.path)
 
 
-def test_preprocess(runner, session, wfmt, preset_, size, prep, strategy, workers):
+def test_preprocess(runner, session, request, wfmt, preset_, size, prep, strategy, workers):
     preset, n = preset_, size
     seed, aug = session.opts.seed, PREPROCESS[prep]
-    # --folds and --epochs (bench/_options.py); the defaults where a checkout lacks them.
-    folds = getattr(session.opts, "folds", DEFAULT_FOLDS)
-    epochs = getattr(session.opts, "epochs", DEFAULT_EPOCHS)
+    folds, epochs = request.config.getoption("folds"), request.config.getoption("epochs")
     ds = _dataset(session, wfmt, preset, n)
     extra = {"bytes_on_disk_preprocessed": None}
     if strategy == "per-epoch":

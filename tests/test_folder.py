@@ -250,3 +250,29 @@ def test_user_presets_for_the_bench(tree, tmp_path):
     assert user_fingerprint(spec) != before
     _cifar_dir(tmp_path / "c", n=2)
     assert len(list(user_samples(f"cifar10:{tmp_path / 'c'}", 11))) == 11
+
+
+def test_the_bench_caches_a_user_folder_by_its_files(tree, tmp_path):
+    from bench import _data
+    from bench._options import parse_presets
+
+    root, _ = tree
+    spec = f"folder:{root}"
+    assert parse_presets(f"cifar,{spec}") == ("cifar", spec)
+    with pytest.raises(ValueError, match="folder:PATH, cifar10:PATH"):
+        parse_presets("folder")
+    src = _data.DataCache(tmp_path / "data").source(spec, 4)
+    name = _data.preset_dir(spec)
+    assert src.n == 4 and src.path.name.startswith(name) and name.startswith("folder-images-")
+    with src.open() as r:
+        assert r.keys() == ["cat/a.png", "cat/sub/b.PNG", "dog/c.png", "dog/d.jpg"]
+    again = _data.DataCache(tmp_path / "data")
+    again.source(spec, 4)
+    assert again.builds == 0  # reused
+    _save(root / "cat/aa.png", np.zeros((3, 3), np.uint8))  # sorts second: the first four change
+    _data._user_data.cache_clear()  # the fingerprint is taken once per session
+    edited = _data.DataCache(tmp_path / "data")
+    with edited.source(spec, 4).open() as r:
+        assert r.keys()[1] == "cat/aa.png" and edited.builds == 1
+    with pytest.raises(_data.Unsupported, match="fewer than n=50"):
+        edited.source(spec, 50)

@@ -187,7 +187,8 @@ def test_ben_preprocess_matches_the_notebook_on_fundus_photos(i):
     out = get_workload("ben-preprocess")(s)
     assert out.image.shape == (256, 256, 3) and out.image.dtype == np.uint8
     np.testing.assert_array_equal(out.image, _ben_reference(s.image))
-    assert out.key == s.key and out.label == s.label and out.meta == {**s.meta, "preprocess": "ben-preprocess"}
+    assert out.key == s.key and out.label == s.label
+    assert out.meta == {**s.meta, "preprocess": "ben-preprocess"}
 
 
 def test_ben_preprocess_crops_the_dark_border_and_moves_boxes():
