@@ -92,21 +92,11 @@ def dbm_backend() -> str:
 
 
 def filesystem(path: Path) -> dict:
-    """File system type and mount point holding ``path`` (``/proc/mounts`` via psutil)."""
-    import psutil
+    """File system type and mount point holding ``path`` (shared with ``storebench bundle``)."""
+    from storebench.machine import file_system
 
-    path = Path(path)
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    real = os.path.realpath(path)
-    best = None
-    for p in psutil.disk_partitions(all=True):
-        mp = p.mountpoint
-        if (real == mp or real.startswith(mp.rstrip("/") + "/")) and (best is None or len(mp) > len(best.mountpoint)):
-            best = p
-    if best is None:
-        return {"type": "unknown", "mountpoint": None}
-    return {"type": best.fstype, "mountpoint": best.mountpoint}
+    fs = file_system(path)
+    return {"type": fs["type"] or "unknown", "mountpoint": fs["mountpoint"]}
 
 
 def machine_info(data_dir: Path) -> dict:
