@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._api import DatasetError, Format, Reader
+from ._api import DatasetError, Format, Reader, read_file
 from ._index import Index, IndexWriter
 
 
@@ -117,23 +117,38 @@ class JPEG(Format):
         return {"jpeg_encoder": ENCODER}
 
 
+class _Handles:
+    """The index and a descriptor of ``images/``: opening ``NAME.jpg`` relative to it
+    skips the lookup of every directory above (``os.open`` is a third of a read)."""
+
+    def __init__(self, index: Index, images: Path):
+        self.index = index
+        self.dir_fd = os.open(images, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+
+    def close(self):
+        if self.dir_fd >= 0:
+            os.close(self.dir_fd)
+            self.dir_fd = -1
+
+
 class JPEGReader(Reader):
     def _open_handles(self):
         index = Index.load(self.path / "index.npz", self.path)
         if index.n != self._n:
             raise DatasetError(self.path, f"index holds {index.n} samples, the manifest {self._n}")
+        try:
+            handles = _Handles(index, self.path / "images")
+        except FileNotFoundError as err:
+            raise DatasetError(self.path, "images/ folder is missing") from err
         self._index = index
-        self._dir = os.path.join(self.path, "images", "")
-        return index  # nothing stays open: each read opens and closes its file
+        return handles
 
     def _read(self, i):
         index = self._index
-        name = f"{i:08d}.jpg"
         shape = index.image_shape[i]
+        name = f"{i:08d}.jpg"
         try:
-            with open(self._dir + name, "rb", buffering=0) as f:
-                buf = f.read()
-            img = DECODE(buf, len(shape) == 2 or shape[2] == 1)
+            img = DECODE(read_file(name, dir_fd=self._handles.dir_fd), len(shape) == 2 or shape[2] == 1)
         except FileNotFoundError as err:
             raise DatasetError(self.path, f"images/{name} is missing") from err
         except (ValueError, OSError) as err:
