@@ -5,7 +5,8 @@
   memory-bound ceiling (equal-shaped presets only; it builds no Samples).
 * ``bare-lmdb``: ``txn.get`` + ``np.frombuffer`` + Sample, on an LMDB
   environment holding the raw pixels under 8-byte keys.
-* ``bare-h5py``: ``ds[a:b]`` on a flat contiguous uint8 dataset + Sample.
+* ``bare-h5py``: ``ds[a:b]`` on a flat contiguous uint8 dataset + Sample: one
+  read per image (random), per 4 MiB (scan) or per batch (batch).
 * ``decode-only[<format id>]``: decoding that format's own PNG or JPEG bytes,
   already in memory, + Sample.
 
@@ -45,6 +46,7 @@ from ._pagecache import prewarm
 
 POOL_BYTES = 32 << 20
 ENCODED_BYTES = 32 << 20
+SCAN_BLOCK = 4 << 20  #: bytes per read of the bare-h5py scan (the hdf5 format's BLOCK)
 #: Operations each bound is measured for; a format row without a matching bound op
 #: is compared with the bound's scan.
 BOUND_OPS = {"floor": ("scan", "random", "batch"), "gather": ("batch",),
@@ -229,7 +231,15 @@ def bare_lmdb(root: Path, pool: Pool) -> Callable[[str, np.ndarray, int], Callab
 
 
 def bare_h5py(root: Path, pool: Pool) -> Callable[[str, np.ndarray, int], Callable[[], int]]:
-    """Open (building once) an HDF5 file with the pool's pixels in one flat contiguous dataset."""
+    """Open (building once) an HDF5 file with the pool's pixels in one flat contiguous dataset.
+
+    Each op uses the cheapest plain h5py read for its access pattern:
+    ``random`` is one ``ds[a:b]`` per image, ``scan`` one ``ds[a:b]`` per
+    ``SCAN_BLOCK`` bytes cut into images, ``batch`` one read of the union of
+    a batch's byte ranges (a hyperslab selection, in file order).  The file
+    is opened with HDF5's 64 KiB sieve buffer off, so a small read fetches
+    only its bytes (2x faster for ``ds[a:b]`` of one 3 KB image).
+    """
     import h5py
 
     spans, pos = [], 0
@@ -243,23 +253,70 @@ def bare_h5py(root: Path, pool: Pool) -> Callable[[str, np.ndarray, int], Callab
             f.create_dataset("pixels", data=flat)  # contiguous: no chunk lookups
 
     path = _build(_store_dir(root, pool) / "bare.h5", make)
-    f = h5py.File(path, "r")
+    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+    fapl.set_sieve_buf_size(0)
+    f = h5py.File(h5py.h5f.open(os.fsencode(path), h5py.h5f.ACC_RDONLY, fapl=fapl))
     ds = f["pixels"]
     spec = [(a[1].dtype, a[1].shape) for a in pool.args]
     meta = [(a[0], a[2], a[3], a[4], a[5]) for a in pool.args]
 
+    def sample(i: int, buf: np.ndarray) -> None:
+        dt, sh = spec[i]
+        key, label, boxes, bl, mt = meta[i]
+        touch(_sample(key, (buf if dt.itemsize == 1 else buf.view(dt)).reshape(sh), label, boxes, bl, mt).image)
+
     def target(op: str, order: np.ndarray, batch: int) -> Callable[[], int]:
         idx = order.tolist()
+        if op == "scan":
+            blocks, i = [], 0  # (first, last + 1, start byte, end byte) of runs of pool positions
+            m = pool.m
+            while i < m:
+                j = i + 1
+                while j < m and spans[j][1] - spans[i][0] <= SCAN_BLOCK:
+                    j += 1
+                blocks.append((i, j, spans[i][0], spans[j - 1][1]))
+                i = j
+            n = len(idx)
+
+            def run():
+                k = 0
+                while k < n:
+                    for i, j, a, b in blocks:
+                        out = ds[a:b]
+                        for p in range(i, min(j, i + n - k)):
+                            sample(p, out[spans[p][0] - a:spans[p][1] - a])
+                        k += min(j - i, n - k)
+                        if k == n:
+                            break
+                return k
+            return run
+        if op == "batch":
+            chunks = [order[j:j + batch] for j in range(0, len(order), batch)]
+
+            def run():
+                k = 0
+                for c in chunks:
+                    todo = np.unique(c).tolist()
+                    space, where, o = ds.id.get_space(), {}, 0
+                    space.select_none()
+                    for i in todo:
+                        a, b = spans[i]
+                        space.select_hyperslab((a,), (b - a,), op=h5py.h5s.SELECT_OR)
+                        where[i] = o
+                        o += b - a
+                    out = np.empty(o, np.uint8)
+                    ds.id.read(h5py.h5s.create_simple((o,)), space, out)
+                    for i in c.tolist():
+                        w = where[i]
+                        sample(i, out[w:w + spans[i][1] - spans[i][0]])
+                        k += 1
+                return k
+            return run
 
         def run():
             for i in idx:
                 a, b = spans[i]
-                dt, sh = spec[i]
-                img = ds[a:b]
-                if dt.itemsize != 1:
-                    img = img.view(dt)
-                key, label, boxes, bl, mt = meta[i]
-                touch(_sample(key, img.reshape(sh), label, boxes, bl, mt).image)
+                sample(i, ds[a:b])
             return len(idx)
         return run
     target.close, target.files = f.close, [path]
