@@ -5,9 +5,10 @@ can import the Dataset wrapper and the collate function by name.
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset
+
+from storebench.workloads import collate  # noqa: F401  (the loader's collate_fn, importable by name)
 
 
 class ReaderDataset(Dataset):
@@ -28,26 +29,6 @@ class ReaderDataset(Dataset):
     def __getitems__(self, indices):
         # DataLoader's fetcher calls this with a batch's indices instead of n __getitem__.
         return self.reader.read_batch(indices)
-
-
-def collate(samples) -> dict:
-    """Tensors of a batch: images stacked when they share a shape, else a list.
-
-    Reader images may be read-only views (memory maps, shared blocks), so they
-    are copied (``np.stack``/``np.array``) before ``torch.from_numpy``.
-    """
-    imgs = [s.image for s in samples]
-    first = imgs[0]
-    if all(i.shape == first.shape and i.dtype == first.dtype for i in imgs):
-        images = torch.from_numpy(np.stack(imgs))
-    else:
-        images = [torch.from_numpy(np.array(i)) for i in imgs]
-    out = {"image": images, "label": torch.tensor([s.label for s in samples]),
-           "key": [s.key for s in samples]}
-    if any(len(s.boxes) for s in samples):
-        out["boxes"] = [torch.from_numpy(np.array(s.boxes)) for s in samples]
-        out["box_labels"] = [torch.from_numpy(np.array(s.box_labels)) for s in samples]
-    return out
 
 
 def make_loader(reader, *, batch_size: int, workers: int, mp_context: str | None,

@@ -505,14 +505,60 @@ def _as_dict(item) -> dict:
     return item
 
 
+def _torch_views(torch, arrays: list) -> list:
+    """Tensors equal to ``arrays``, as views into one new buffer when they share a dtype.
+
+    A DataLoader worker hands each tensor storage to the main process on its
+    own (a file descriptor over a socket, ~0.4 ms here): a batch of 64 ragged
+    images with boxes was ~190 handoffs, more than the reading.  Views into
+    one buffer travel as one storage and arrive as the same list of tensors.
+    """
+    tensors = [a if isinstance(a, torch.Tensor) else _from_numpy(torch, a) for a in arrays]
+    if len(tensors) < 2 or len({t.dtype for t in tensors}) != 1:
+        return [t.clone() for t in tensors]  # own memory: never a view of a reader's map
+    dtype = tensors[0].dtype
+    flat = torch.cat([t.reshape(-1) for t in tensors], out=_new_flat(torch, sum(t.numel() for t in tensors), dtype))
+    return [v.view(t.shape) for v, t in zip(torch.split(flat, [t.numel() for t in tensors]), tensors)]
+
+
+def _new_flat(torch, numel: int, dtype):
+    """An empty 1-D tensor; in a DataLoader worker, in shared memory from the start.
+
+    The same private call ``default_collate`` makes: a tensor in ordinary
+    memory would be copied into shared memory when the batch is sent.
+    """
+    from torch.utils.data import get_worker_info
+    if get_worker_info() is not None:
+        try:
+            elem = torch.empty(0, dtype=dtype)
+            return elem.new(elem._typed_storage()._new_shared(numel))
+        except (AttributeError, RuntimeError):  # a torch without it: one more copy, same result
+            pass
+    return torch.empty(numel, dtype=dtype)
+
+
+def _from_numpy(torch, a: np.ndarray):
+    # Reader images may be read-only views (memory maps): torch only reads them
+    # here (cat, stack and clone copy), so its warning about writes does not apply.
+    import warnings
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "The given NumPy array is not writable", UserWarning)
+        return torch.from_numpy(a)
+
+
 def collate(items: list) -> dict:
     """Batch workload outputs (dicts or Samples) for a DataLoader.
 
     Images that share shape and dtype are stacked, others listed; labels
     become one tensor, keys a list, and boxes, box labels and radiologists
     per-image lists (empty for images without).  Tensors when torch is
-    installed, else NumPy arrays.
-    Reader images may be read-only views: stacking copies them.
+    installed, else NumPy arrays.  The result never shares memory with a
+    reader (images may be read-only memory maps): stacking copies.
+
+    With torch, equal shapes go through ``default_collate`` (which in a
+    worker stacks straight into shared memory, one copy), and the tensors of
+    a list are views into one buffer, so a batch crosses from a worker to
+    the main process as a handful of storages, not one per image and box.
     """
     items = [_as_dict(it) for it in items]
     torch = sys.modules.get("torch")
@@ -522,8 +568,12 @@ def collate(items: list) -> dict:
     first = imgs[0]
     same = all(i.shape == first.shape and i.dtype == first.dtype for i in imgs)
     if torch is not None:
-        imgs = [torch.from_numpy(np.array(i)) if isinstance(i, np.ndarray) else i for i in imgs]
-        images = torch.stack(imgs) if same else imgs
+        from torch.utils.data import default_collate
+        if same:
+            images = default_collate([i if isinstance(i, torch.Tensor) else _from_numpy(torch, i)
+                                      for i in imgs])
+        else:
+            images = _torch_views(torch, imgs)
         labels = torch.tensor([it["label"] for it in items])
     else:
         images = np.stack(imgs) if same else [np.array(i) for i in imgs]
@@ -532,8 +582,7 @@ def collate(items: list) -> dict:
     if any("boxes" in it for it in items):
         for k, empty in (("boxes", _NO_BOXES), ("box_labels", _NO_LABELS)):
             got = [it.get(k, empty) for it in items]
-            out[k] = [torch.from_numpy(np.array(b)) if isinstance(b, np.ndarray) else b
-                      for b in got] if torch is not None else got
+            out[k] = _torch_views(torch, got) if torch is not None else got
     if any("rad_id" in it for it in items):
         out["rad_id"] = [it.get("rad_id") for it in items]
     return out

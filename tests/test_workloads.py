@@ -291,6 +291,41 @@ def test_collate_stacks_equal_shapes_and_lists_the_rest(small):
         assert tuple(batch["image"].shape) == (3, 3, 32, 32)
 
 
+def _storages(tensors) -> set:
+    return {t.untyped_storage().data_ptr() for t in tensors}
+
+
+def test_collate_puts_ragged_images_and_boxes_in_one_buffer_each(small):
+    torch = pytest.importorskip("torch")
+    with formats.open_dataset(small) as r:
+        samples = [r[i] for i in range(4)]
+        batch = collate(samples)
+        assert len({s.image.shape for s in samples}) > 1
+        assert len(_storages(batch["image"])) == 1
+        for t, s in zip(batch["image"], samples):
+            assert tuple(t.shape) == s.image.shape and t.dtype == torch.uint8
+            np.testing.assert_array_equal(t.numpy(), s.image)
+        if "boxes" in batch:
+            assert len(_storages(batch["boxes"])) == 1
+            for t, s in zip(batch["boxes"], samples):
+                np.testing.assert_array_equal(t.numpy(), s.boxes)
+        batch["image"][0].view(-1)[:] = 0  # the batch owns its memory: the reader's image is intact
+        assert r[0] == samples[0] and r[0].image.any()
+
+
+def test_ragged_batches_reach_the_main_process_as_one_shared_buffer(small):
+    torch = pytest.importorskip("torch")
+    with formats.open_dataset(small) as r:
+        dl = torch.utils.data.DataLoader(WorkloadDataset(r), batch_size=3, collate_fn=collate,
+                                         num_workers=1, multiprocessing_context="fork")
+        batches = list(dl)
+        assert [k for b in batches for k in b["key"]] == list(r.keys())
+        for b in batches:
+            assert len(_storages(b["image"])) == 1 and b["image"][0].is_shared()
+            for t, k in zip(b["image"], b["key"]):
+                np.testing.assert_array_equal(t.numpy(), r.get(k).image)
+
+
 def test_dataloader_workers_are_seeded_and_reproducible(small):
     torch = pytest.importorskip("torch")
 
