@@ -5,7 +5,9 @@
 ``.npy`` (uint16) plus ``s{i:09d}.json`` (key, label, boxes, box_labels, meta,
 shape): WebDataset groups members by the name up to the first dot, so the
 real key lives in the json.  ``index.npz`` holds each image's shard, offset
-and size, so ``r[i]`` is one ``os.pread``; iteration streams each shard.
+and size, so ``r[i]`` is one ``os.pread`` and iteration reads each shard in
+4 MiB blocks cut at those offsets (tar headers are never parsed on read:
+WebDataset and ``tar`` read the same shards by name).
 
 Pick it for sequential streaming at scale (WebDataset, object stores).
 Caveats: 512-byte tar blocks nearly double small datasets (32x32 images);
@@ -24,9 +26,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ._api import DatasetError, Format, Reader
+from ._api import DatasetError, Format, Reader, Sample
 from ._index import Index, IndexWriter
-from .zip_ import safe_member
+
+READ_BLOCK = 4 << 20  # bytes per read of a scan
 
 
 def _member(tf: tarfile.TarFile, name: str, data: bytes) -> int:
@@ -105,41 +108,55 @@ class TarReader(Reader):
             raise ValueError(f"it decodes to {img.dtype} {img.shape}, expected {shape}")
         return img.reshape(shape)
 
-    def _read(self, i):
-        k, offset, size = self._loc[i]
+    def _fd(self, k: int) -> int:
         fds = self._handles
+        if k not in fds:
+            if len(fds) >= 64:  # far below the usual limit of 1024 descriptors
+                os.close(fds.pop(next(iter(fds))))
+            fds[k] = os.open(self._paths[k], os.O_RDONLY)
+        return fds[k]
+
+    def _decode(self, i: int, k: int, buf) -> Sample:
         try:
-            if k not in fds:
-                if len(fds) >= 64:  # far below the usual limit of 1024 descriptors
-                    os.close(fds.pop(next(iter(fds))))
-                fds[k] = os.open(self._paths[k], os.O_RDONLY)
             ext = "png" if self._index.image_dtype[i] == np.uint8 else "npy"
-            img = self._pixels(i, os.pread(fds[k], size, offset), ext)
+            return self._index.sample(i, self._pixels(i, buf, ext))
         except (OSError, ValueError, EOFError) as err:
             raise DatasetError(self.path, f"shard-{k:06d}.tar member s{i:09d} is damaged: {err}") from err
-        return self._index.sample(i, img)
+
+    def _read(self, i):
+        k, offset, size = self._loc[i]
+        try:
+            buf = os.pread(self._fd(k), size, offset)
+        except OSError as err:
+            raise DatasetError(self.path, f"shard-{k:06d}.tar member s{i:09d} is unreadable: {err}") from err
+        if len(buf) != size:
+            raise DatasetError(self.path, f"shard-{k:06d}.tar member s{i:09d} is cut short")
+        return self._decode(i, k, buf)
 
     def _iter(self):
-        i = 0
-        for path in self._paths:
+        # In file order through the offset index, READ_BLOCK bytes per read: the
+        # headers need no parsing (tarfile's streaming reader made scans 2x
+        # slower than random reads); the checksums guard the content.
+        loc, n, i = self._loc, self._n, 0
+        while i < n:
+            k, start, _ = loc[i]
+            j, end = i, start
+            while j < n and loc[j][0] == k and (j == i or loc[j][1] + loc[j][2] - start <= READ_BLOCK):
+                end = loc[j][1] + loc[j][2]
+                j += 1
             try:
-                with tarfile.open(path, "r|") as tf:  # streaming: one pass, no seeks
-                    for m in tf:
-                        base, _, ext = m.name.partition(".")
-                        if not safe_member(m.name) or not m.isfile():
-                            raise DatasetError(self.path, f"member {m.name!r} is unsafe")
-                        if ext == "json":
-                            continue
-                        if i >= self._n or base != f"s{i:09d}" or ext not in ("png", "npy"):
-                            raise DatasetError(self.path, f"unexpected member {m.name!r}")
-                        yield self._index.sample(i, self._pixels(i, tf.extractfile(m).read(), ext))
-                        i += 1
-            except DatasetError:
-                raise
-            except (tarfile.TarError, OSError, ValueError, EOFError) as err:
-                raise DatasetError(self.path, f"{Path(path).name} is damaged: {err}") from err
-        if i != self._n:
-            raise DatasetError(self.path, f"shards hold {i} samples, the manifest {self._n}")
+                block = os.pread(self._fd(k), end - start, start)
+            except OSError as err:
+                raise DatasetError(self.path, f"shard-{k:06d}.tar is unreadable: {err}") from err
+            if len(block) != end - start:
+                raise DatasetError(self.path, f"shard-{k:06d}.tar is cut short")
+            view = memoryview(block)
+            for p in range(i, j):
+                o = loc[p][1] - start
+                if o < 0:
+                    raise DatasetError(self.path, f"index offsets of shard-{k:06d}.tar are out of order")
+                yield self._decode(p, k, view[o:o + loc[p][2]])
+            i = j
 
     def _keys(self):
         return list(self._index.keys)
