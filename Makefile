@@ -16,8 +16,9 @@ $(STAMP): pyproject.toml constraints.txt
 
 venv: $(STAMP)
 
+# --benchmark-disable: every benchmark runs once, on tiny sizes, as a smoke test.
 test: $(STAMP)
-	$(BIN)/python -m pytest tests bench $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests bench --benchmark-disable $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m pytest bench --benchmark-enable --benchmark-autosave --benchmark-save-data \
