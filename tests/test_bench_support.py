@@ -334,6 +334,33 @@ def test_pool_is_bounded_and_in_memory(cache_root):
     assert all(a[1].flags.writeable and a[1].base is None for a in pool.args)
 
 
+@pytest.mark.parametrize("kind", ["floor", "bare-lmdb", "bare-h5py"])
+@pytest.mark.parametrize("op", ["scan", "random", "batch"])
+def test_bound_loops_build_the_pool_samples_in_order(cache_root, monkeypatch, kind, op):
+    from bench import _bounds
+
+    src = DataCache(cache_root).source("imagenet", 5)  # shapes differ: spans must be exact
+    pool = make_pool(src, budget=3 * 400 * 400 * 3)
+    assert 1 < pool.m < 5
+    n, batch = 11, 4  # more positions than the pool holds: bounds cycle through it
+    order = _bounds.orders(op, n, pool.m, np.random.default_rng(1).permutation(n))
+    seen = []
+    monkeypatch.setattr(_bounds, "touch", lambda img: seen.append(np.array(img)) or 0)
+    if kind == "floor":
+        run = _bounds.floor(pool, op, order, batch)
+    else:
+        store = (_bounds.bare_lmdb if kind == "bare-lmdb" else _bounds.bare_h5py)(cache_root, pool)
+        run = store(op, order, batch)
+    try:
+        assert run() == n
+    finally:
+        if kind != "floor":
+            store.close()
+    assert len(seen) == n
+    for img, i in zip(seen, order.tolist()):
+        np.testing.assert_array_equal(img, pool.args[i][1])
+
+
 # --------------------------------------------------------------------------- results and hooks
 
 
