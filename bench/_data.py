@@ -30,9 +30,11 @@ import json
 import os
 import re
 import shutil
+import socket
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from glob import escape as glob_escape
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +58,22 @@ class Unsupported(Exception):
 def jsonable(options: dict) -> dict:
     return {k: v if isinstance(v, (str, int, float, bool, type(None))) else repr(v)
             for k, v in options.items()}
+
+
+def _scratch_name(pid: int) -> str:
+    return f"{slug(socket.gethostname()) or 'host'}-{pid}"
+
+
+def _process_exists(pid: int) -> bool:
+    if os.name != "posix":  # os.kill(pid, 0) would terminate it on Windows
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def slug(text: str) -> str:
@@ -286,13 +304,34 @@ class DataCache:
     # ---- scratch space for write benchmarks
 
     def scratch(self, name: str) -> Path:
-        """A path (not created) on the data dir's file system for a throw-away write."""
-        d = self.root / "scratch" / str(os.getpid())
-        d.mkdir(parents=True, exist_ok=True)
+        """A path (not created) on the data dir's file system for a throw-away write.
+
+        Each process writes under ``scratch/<host>-<pid>/``; the first call also
+        removes what killed runs of this host left there (a 100k write is GBs).
+        """
+        d = self.root / "scratch" / _scratch_name(os.getpid())
+        if not d.is_dir():
+            self.clean_stale_scratch()
+            d.mkdir(parents=True, exist_ok=True)
         return d / slug(name)
 
     def clean_scratch(self) -> None:
-        shutil.rmtree(self.root / "scratch" / str(os.getpid()), ignore_errors=True)
+        shutil.rmtree(self.root / "scratch" / _scratch_name(os.getpid()), ignore_errors=True)
+
+    def clean_stale_scratch(self) -> list[Path]:
+        """Remove the scratch folders of this host's processes that no longer run.
+
+        Folders of other hosts (a data dir on a shared file system) are left
+        alone: their pids mean nothing here.  Returns the folders removed.
+        """
+        removed = []
+        prefix = _scratch_name(0)[:-1]
+        for d in sorted((self.root / "scratch").glob(glob_escape(prefix) + "*")):
+            pid = d.name[len(prefix):]
+            if pid.isdigit() and not _process_exists(int(pid)):
+                shutil.rmtree(d, ignore_errors=True)
+                removed.append(d)
+        return removed
 
     # ---- sidecars
 

@@ -256,6 +256,27 @@ def test_a_damaged_sidecar_means_rebuild(cache_root):
     assert again.builds == 1 and json.loads(side.read_text())["checksum"] == ds.checksum
 
 
+def test_scratch_of_killed_runs_on_this_host_is_removed_and_others_kept(tmp_path):
+    from bench._data import _scratch_name
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    root = tmp_path / "scratch"
+    left = root / _scratch_name(dead.pid)          # a killed run of this host
+    alive = root / _scratch_name(os.getppid())     # a run still going
+    other = root / f"not-{_scratch_name(dead.pid)}"  # another host on a shared file system
+    for d in (left, alive, other):
+        (d / "npy").mkdir(parents=True)
+        (d / "npy" / "data.npy").write_bytes(b"x" * 100)
+
+    dc = DataCache(tmp_path)
+    out = dc.scratch("hdf5[lzf]")
+    assert out == root / _scratch_name(os.getpid()) / "hdf5_lzf_" and out.parent.is_dir()
+    assert not left.exists()
+    assert (alive / "npy" / "data.npy").exists() and (other / "npy" / "data.npy").exists()
+    dc.clean_scratch()
+    assert not out.parent.exists() and alive.exists()
+
+
 def test_a_dataset_that_no_longer_reads_the_same_is_rebuilt(cache_root):
     ds = DataCache(cache_root).dataset(formats.get("npy"), "cifar", 6)
     with open(ds.path / "pixels.npy", "r+b") as f:  # a layout change without a version bump
