@@ -33,7 +33,16 @@ def pytest_sessionfinish(session):
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):
-    """Library versions, dbm backend, data-dir file system, RAM, CPUs: nothing volatile."""
+    """Library versions, dbm backend, data-dir file system, RAM, CPUs: nothing volatile.
+
+    pytest-benchmark's own ``cpu`` section holds the current clock speed, which
+    moves between runs wherever the CPU scales its frequency; dropped, so that
+    ``--benchmark-compare`` warns only when the machine or a library changed.
+    """
+    cpu = machine_info.get("cpu")
+    if isinstance(cpu, dict):
+        for key in ("hz_actual", "hz_actual_friendly"):
+            cpu.pop(key, None)
     machine_info["storebench"] = bench_machine_info(_session.get(config).opts.data_dir)
 
 

@@ -430,9 +430,10 @@ def _root_conftest():
 
 def test_machine_info_hook_is_stable_and_json(request):
     hooks = _root_conftest()
-    a, b = {}, {}
+    a, b = {}, {"cpu": {"brand_raw": "AMD EPYC", "hz_actual": [2596122000, 0], "hz_actual_friendly": "2.6 GHz"}}
     hooks.pytest_benchmark_update_machine_info(request.config, a)
     hooks.pytest_benchmark_update_machine_info(request.config, b)
+    assert b.pop("cpu") == {"brand_raw": "AMD EPYC"}, "the current clock speed changes between runs"
     assert a == b, "volatile values in machine_info make --benchmark-compare warn on every run"
     info = json.loads(json.dumps(a))["storebench"]
     assert {"numpy", "pillow"} <= set(info["libraries"])
@@ -478,3 +479,22 @@ def test_benchmark_run_end_to_end(tmp_path):
     checks = {d["id"]: d["checksum"] for d in doc["storebench"]["datasets"] if d["role"] == "dataset"}
     assert checks["npy"] == fixtures.dataset_checksum(fixtures.make_dataset("cifar", 20))
     assert np.isfinite(doc["storebench"]["peak_rss_bytes"])
+
+
+def test_benchmark_compare_runs_against_a_saved_run_without_machine_info_warnings(tmp_path):
+    """``pytest bench --benchmark-compare``: no saved run is a warning, not a crash, and a
+    second run on the same machine compares without "machine_info is different"."""
+    def run(*extra):
+        r = subprocess.run(
+            [sys.executable, "-m", "pytest", "bench/test_io.py", "-p", "no:cacheprovider", "--formats", "npy",
+             "--sizes", "10", "--rounds", "1", "-k", "scan", "--data-dir", str(tmp_path / "data"),
+             f"--benchmark-storage={tmp_path / 'saved'}", *extra],
+            cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        return r.stdout + r.stderr
+
+    assert "Can't compare. No benchmark files" in run("--benchmark-compare")
+    run("--benchmark-autosave")
+    out = run("--benchmark-compare")
+    assert "Comparing against benchmarks from" in out
+    assert "machine_info is different" not in out and "PytestBenchmarkWarning" not in out
