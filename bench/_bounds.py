@@ -448,7 +448,7 @@ def open_bound(session, name: str, op: str, preset: str, n: int) -> BoundRun:
     op = op if op in BOUND_OPS[kind] else "scan"
     pool = session.pool(preset, n)
     order = orders(op, n, pool.m, np_order(n, opts.seed))
-    info = {"bound": name, "pool_size": pool.m}
+    info = {"bound": name, "op": op, "pool_size": pool.m}
     if kind == "floor":
         return BoundRun(name, floor(pool, op, order, opts.batch_size), info)
     if kind == "gather":

@@ -6,11 +6,14 @@ each round the previous reader is closed, a fresh one opened and the files
 evicted (cold), none of it timed.  After the rounds it writes the row's
 ``extra_info`` (plain JSON types) and registers the row for the summary.
 
-Efficiency: a warm scan, random or batch row also times its bound (and, for
-batch, the gather) once per round, just before its own round, outside the
-benchmark's timer.  ``efficiency`` is the row's images/s over its bound's,
-each from its fastest round, so both rates come from the same minute of
-machine load; the bound rows of group ``bound`` show the same loops alone.
+Efficiency: a scan, random, batch or loader row, warm or cold, also times its
+bound (and, for batch and loader, the gather) once per round, just before its
+own round, outside the benchmark's timer; a loader epoch is compared with the
+bound's batch loop (``bound_op`` in extra_info).  ``efficiency`` is the row's
+images/s over its bound's, each from its fastest round, so both rates come
+from the same minute of machine load; the bound rows of group ``bound`` show
+the same loops alone.  Bounds always read warm: a cold row's efficiency is
+what the disk costs.  Write and open rows have no bound.
 """
 from __future__ import annotations
 
@@ -59,22 +62,32 @@ class Runner:
         self.name = request.node.callspec.id
         self.rounds = session.opts.rounds
         self.paired: dict[str, list[float]] = {}  # bound name -> its round times
+        self.bound_op: str | None = None  # the bound's op, when it differs from the row's
         # test_scan -> group "scan", test_bound -> "bound": one group per operation.
         benchmark.group = request.node.originalname.removeprefix("test_")
 
     def pedantic(self, target: Callable, setup: Callable | None = None) -> Any:
         return self.benchmark.pedantic(target, setup=setup, rounds=self.rounds)
 
-    def bounds_for(self, fmt, op: str, preset: str, n: int, cache: str) -> list[BoundRun]:
-        """The bounds a warm read row is compared with: its own, and the gather for batch."""
-        if cache != "warm" or op not in OPS:
+    def bounds_for(self, fmt, op: str, preset: str, n: int) -> list[BoundRun]:
+        """The bounds a read row is compared with: its own, and the gather for batches.
+
+        A loader epoch is compared with the bound's batch loop (the same
+        shuffled batches, in one process, without the DataLoader).  Bounds read
+        from memory or prewarmed files whatever the row's cache state, so a cold
+        row's efficiency is what reading from disk costs against the least work.
+        """
+        bound_op = "batch" if op == "loader" else op
+        if bound_op not in OPS:
             return []
         out = []
-        for name in (bound_of(fmt),) + (("gather",) if op == "batch" else ()):
+        for name in (bound_of(fmt),) + (("gather",) if bound_op == "batch" else ()):
             try:
-                out.append(open_bound(self.session, name, op, preset, n))
+                out.append(open_bound(self.session, name, bound_op, preset, n))
             except NoBound:
                 pass  # e.g. no gather of ragged images: no ratio, nothing to time
+        if out:
+            self.bound_op = out[0].info["op"]  # decode-only times a scan for any order
         return out
 
     def reads(self, target: Callable, *, files, cache: str, open_round: Callable[[], tuple],
@@ -149,4 +162,6 @@ class Runner:
                 else:
                     extra.update({"bound": name, "bound_images/s": round(n / min(times), 1),
                                   "efficiency": ratio})
+                    if self.bound_op not in (None, op):
+                        extra["bound_op"] = self.bound_op
         return self.session.results.add(row)

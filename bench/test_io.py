@@ -87,7 +87,7 @@ def test_open(runner, dataset, fmt, preset, n, cache):
 def test_scan(runner, dataset, fmt, preset, n, cache):
     count = runner.reads(scan, files=dataset.files, cache=cache,
                          open_round=lambda: _open(dataset), close_round=_close,
-                         bounds=runner.bounds_for(fmt, "scan", preset, n, cache))
+                         bounds=runner.bounds_for(fmt, "scan", preset, n))
     assert count == n
     runner.record(op="scan", preset=preset, n=n, cache=cache, items=n, raw_bytes=dataset.raw_bytes,
                   info=format_info(fmt, preset, n, cache=cache, ds=dataset), fmt_id=fmt.id)
@@ -103,7 +103,7 @@ def test_random(runner, session, dataset, fmt, preset, n, cache):
     order = np_order(n, session.opts.seed).tolist()
     count, last = runner.reads(lambda r: random_reads(r, order), files=dataset.files, cache=cache,
                                open_round=lambda: _open(dataset), close_round=_close,
-                               bounds=runner.bounds_for(fmt, "random", preset, n, cache))
+                               bounds=runner.bounds_for(fmt, "random", preset, n))
     assert count == n and last == _keys(dataset)[order[-1]]
     runner.record(op="random", preset=preset, n=n, cache=cache, items=n,
                   raw_bytes=dataset.raw_bytes,
@@ -115,7 +115,7 @@ def test_batch(runner, session, dataset, fmt, preset, n, cache):
     order, size = np_order(n, session.opts.seed), session.opts.batch_size
     count, last = runner.reads(lambda r: batch_reads(r, order, size), files=dataset.files,
                                cache=cache, open_round=lambda: _open(dataset), close_round=_close,
-                               bounds=runner.bounds_for(fmt, "batch", preset, n, cache))
+                               bounds=runner.bounds_for(fmt, "batch", preset, n))
     assert count == n and last == _keys(dataset)[order[-1]]
     runner.record(op="batch", preset=preset, n=n, cache=cache, items=n, raw_bytes=dataset.raw_bytes,
                   info=format_info(fmt, preset, n, cache=cache, ds=dataset, batch_size=size),

@@ -50,7 +50,7 @@ def test_loader(runner, session, dataset, fmt, preset, n, cache, loader):
         args[0].dataset.reader.close()
 
     keys = runner.reads(timed, files=dataset.files, cache=cache, open_round=open_round,
-                        close_round=close)
+                        close_round=close, bounds=runner.bounds_for(fmt, "loader", preset, n))
     with dataset.open() as r:
         assert sorted(keys) == sorted(r.keys()), "the epoch did not see every sample exactly once"
     runner.record(op="loader", preset=preset, n=n, cache=cache, items=n, raw_bytes=dataset.raw_bytes,

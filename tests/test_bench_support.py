@@ -191,6 +191,8 @@ def test_a_cold_round_that_reads_nothing_is_an_error(tmp_path):
 
 def test_warm_state_reads_the_files_once(tmp_path):
     f = _synced_file(tmp_path / "data.bin")
+    if unsupported() is None and _evictable(f):
+        assert file_residency(f)[0] == 0  # so the warm state has to read the file in itself
     state = CacheState("warm", [f])
     state.start()
     for _ in range(2):
@@ -456,12 +458,15 @@ def test_json_hook_adds_version_options_and_datasets(request):
 
 
 def test_benchmark_run_end_to_end(tmp_path):
-    """A tiny real run: rates, efficiency, checksums and machine info reach the JSON."""
+    """A tiny real run: rates, efficiency, checksums and machine info reach the JSON;
+    cold rows (where the data dir's pages can be evicted) and loader rows get theirs too."""
     out = tmp_path / "out.json"
+    cold = unsupported() is None and _evictable(_synced_file(tmp_path / "probe.bin"))
     r = subprocess.run(
-        [sys.executable, "-m", "pytest", "bench/test_io.py", "bench/test_bounds.py", "-p", "no:cacheprovider",
-         "--benchmark-enable", "--formats", "npy", "--sizes", "20", "--rounds", "2",
-         "--data-dir", str(tmp_path / "data"), f"--benchmark-json={out}", "-k", "scan or batch or bound"],
+        [sys.executable, "-m", "pytest", "bench/test_io.py", "bench/test_bounds.py", "bench/test_loader.py",
+         "-p", "no:cacheprovider", "--benchmark-enable", "--formats", "npy", "--sizes", "20", "--rounds", "2",
+         "--workers", "0", "--cache", "both" if cold else "warm",
+         "--data-dir", str(tmp_path / "data"), f"--benchmark-json={out}", "-k", "scan or batch or bound or loader"],
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "passed" in r.stdout.strip().splitlines()[-1]
@@ -475,6 +480,13 @@ def test_benchmark_run_end_to_end(tmp_path):
     assert info["images/s"] > 0 and info["bound"] == "floor" and 0 < info["efficiency"]
     assert "vs_gather" in rows["test_batch[npy-cifar-n20-warm]"]["extra_info"]
     assert rows["test_bound[floor-scan-cifar-n20]"]["group"] == "bound"
+    if cold:
+        info = rows["test_scan[npy-cifar-n20-cold]"]["extra_info"]
+        assert info["cache"] == "cold" and info["bound"] == "floor" and 0 < info["efficiency"]
+    if importlib.util.find_spec("torch") is not None:
+        info = rows["test_loader[npy-cifar-n20-warm-w0]"]["extra_info"]
+        assert (info["op"], info["bound"], info["bound_op"], info["workers"]) == ("loader", "floor", "batch", 0)
+        assert 0 < info["efficiency"] and "vs_gather" in info
     assert "storebench" in doc["machine_info"]
     checks = {d["id"]: d["checksum"] for d in doc["storebench"]["datasets"] if d["role"] == "dataset"}
     assert checks["npy"] == fixtures.dataset_checksum(fixtures.make_dataset("cifar", 20))
