@@ -141,7 +141,8 @@ def add_options(parser) -> None:
                 help=f"read_batch and DataLoader batch size (default 64; {SMOKE_BATCH} when "
                      "benchmarks are disabled)")
     g.addoption("--mp-context", default=None, metavar="METHOD,...",
-                help="DataLoader start methods among fork, spawn, forkserver (default fork)")
+                help="DataLoader start methods to sweep, e.g. fork,spawn,forkserver (default fork "
+                     "where the platform has it)")
     g.addoption("--persistent", default="off,on", metavar="off,on",
                 help="persistent_workers settings for loaders with workers (default off,on)")
     g.addoption("--seed", default="0", metavar="S", help="dataset seed (default 0)")

@@ -16,7 +16,7 @@ from pathlib import Path
 #: Distributions whose versions go into machine_info, when installed.
 LIBRARIES = ("numpy", "h5py", "lmdb", "pillow", "torch", "pydicom", "zarr", "numcodecs", "pyarrow",
              "simplejpeg", "opencv-python-headless", "opencv-python", "tfrecord", "webdataset",
-             "scikit-image", "psutil", "tqdm", "pytest-benchmark")
+             "albumentations", "scikit-image", "psutil", "tqdm", "pytest-benchmark")
 
 
 @dataclass

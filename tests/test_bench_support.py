@@ -114,6 +114,43 @@ def test_unknown_format_is_a_usage_error():
     assert "nosuchformat" in r.stderr and "known:" in r.stderr
 
 
+def _readme_bench_commands() -> list[list[str]]:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    return [line.split("#")[0].split() for line in text.splitlines() if line.startswith("pytest bench")]
+
+
+def _collected(args: list[str]) -> set[str]:
+    """Test ids that ``pytest bench ARGS`` collects, through pytest's real option parser."""
+    r = subprocess.run([sys.executable, "-m", "pytest", *args, "--collect-only", "-q", "-p", "no:cacheprovider"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return {line.split("/")[-1] for line in r.stdout.splitlines() if "::" in line}
+
+
+def test_readme_bench_commands_collect_the_sweep_they_promise():
+    plain, compare, example = _readme_bench_commands()[:3]  # the "what users type" block
+    assert plain == ["pytest", "bench"] and compare == ["pytest", "bench", "--benchmark-compare"]
+    default = _collected(plain[1:])  # cifar, n = 100 and 1000, workers 0 and 2, warm
+    assert {"test_io.py::test_scan[npy-cifar-n100-warm]", "test_io.py::test_batch[lmdb-cifar-n1000-warm]",
+            "test_io.py::test_write[png-cifar-n1000]", "test_bounds.py::test_bound[floor-batch-cifar-n1000]"} <= default
+    assert not any("imagenet" in t or "-cold" in t or "-n10-" in t for t in default)
+    if importlib.util.find_spec("torch") is not None:
+        assert {"test_loader.py::test_loader[npy-cifar-n100-warm-w0]",
+                "test_loader.py::test_loader[hdf5-cifar-n1000-warm-w2-fork-persist]"} <= default
+        assert not any("-w1" in t or "spawn" in t for t in default)
+    scanned = {t[len("test_io.py::test_scan["):-len("-cifar-n100-warm]")] for t in default
+               if t.startswith("test_io.py::test_scan[") and t.endswith("-n100-warm]")}
+    assert scanned == {cls(**o).id for cls in formats.available().values() for o in cls.bench_variants}
+    sweep = _collected(example[1:])  # sizes 10..100k, workers 0,1,2,4, npy and lmdb, imagenet, cold
+    io = {t for t in sweep if t.startswith("test_io.py::")}
+    assert "test_io.py::test_scan[npy-imagenet-n100000-cold]" in io
+    assert "test_io.py::test_random[lmdb-imagenet-n10-cold]" in io
+    assert not any("-warm" in t or "cifar" in t or "hdf5" in t for t in io)
+    if importlib.util.find_spec("torch") is not None:
+        assert {"test_loader.py::test_loader[lmdb-imagenet-n10-cold-w4-fork]",
+                "test_loader.py::test_loader[npy-imagenet-n100000-cold-w1-fork]"} <= sweep
+
+
 # --------------------------------------------------------------------------- page cache
 
 
