@@ -547,3 +547,48 @@ def test_benchmark_compare_runs_against_a_saved_run_without_machine_info_warning
     out = run("--benchmark-compare")
     assert "Comparing against benchmarks from" in out
     assert "machine_info is different" not in out and "PytestBenchmarkWarning" not in out
+
+
+def _bench_stderr(tmp_path: Path, *, tty: bool) -> str:
+    """stderr of building a 1000-image dataset, on a pseudo-terminal or a pipe."""
+    import threading
+    args = [sys.executable, "-m", "pytest", "bench/test_io.py", "-p", "no:cacheprovider", "--benchmark-disable",
+            "--formats", "npy", "--sizes", "1000", "-k", "test_scan", "--data-dir", str(tmp_path / f"data-{tty}")]
+    if not tty:
+        r = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        return r.stderr
+    pty = pytest.importorskip("pty")
+    import fcntl
+    import struct
+    import termios
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))  # tqdm draws nothing at 0 columns
+    chunks = []
+
+    def drain():
+        while True:
+            try:
+                data = os.read(master, 4096)
+            except OSError:  # the child closed the terminal
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        r = subprocess.run(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=slave, text=True, timeout=300)
+    finally:
+        os.close(slave)
+        reader.join(10)
+        os.close(master)
+    assert r.returncode == 0, r.stdout[-3000:]
+    return b"".join(chunks).decode(errors="replace")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
+def test_dataset_generation_shows_a_tqdm_bar_on_a_terminal_only(tmp_path):
+    assert "/1000 [" in _bench_stderr(tmp_path, tty=True)
+    assert "/1000 [" not in _bench_stderr(tmp_path, tty=False)
