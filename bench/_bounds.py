@@ -23,7 +23,6 @@ same machine load (a shared 2-core machine drifts by 2x within a minute).
 """
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import struct
@@ -363,40 +362,14 @@ def encoded_images(path: Path, limit: int, budget: int = ENCODED_BYTES) -> tuple
 
 
 def _png_decoder():
-    from PIL import Image
-
-    def decode(buf: bytes, gray: bool) -> np.ndarray:
-        with Image.open(io.BytesIO(buf), formats=("PNG",)) as im:
-            im.load()
-            return np.asarray(im)
-    return "pillow", decode
+    from formats.png import decode
+    return "pillow", lambda buf, gray: decode(buf)
 
 
 def _jpeg_decoder():
-    """The fastest JPEG decoder installed: simplejpeg, OpenCV, then Pillow."""
-    try:
-        import simplejpeg
-
-        def decode(buf, gray):
-            return simplejpeg.decode_jpeg(buf, "GRAY" if gray else "RGB")
-        return "simplejpeg", decode
-    except ImportError:
-        pass
-    try:
-        import cv2
-
-        def decode(buf, gray):
-            img = cv2.imdecode(np.frombuffer(buf, np.uint8), cv2.IMREAD_GRAYSCALE if gray else cv2.IMREAD_COLOR)
-            return img if gray else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-        return "opencv", decode
-    except ImportError:
-        pass
-    from PIL import Image
-
-    def decode(buf, gray):
-        with Image.open(io.BytesIO(buf)) as im:
-            return np.asarray(im.convert("L" if gray else "RGB"))
-    return "pillow", decode
+    """The jpeg format's own decoder: the fastest installed (simplejpeg, OpenCV, Pillow)."""
+    from formats import jpeg
+    return jpeg.DECODER.split()[0], jpeg.DECODE
 
 
 DECODERS = {"png": _png_decoder, "jpeg": _jpeg_decoder}

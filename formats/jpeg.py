@@ -118,11 +118,10 @@ class JPEG(Format):
 
 
 class _Handles:
-    """The index and a descriptor of ``images/``: opening ``NAME.jpg`` relative to it
-    skips the lookup of every directory above (``os.open`` is a third of a read)."""
+    """A descriptor of ``images/``: opening ``NAME.jpg`` relative to it skips the
+    lookup of every directory above (``os.open`` is a third of a read)."""
 
-    def __init__(self, index: Index, images: Path):
-        self.index = index
+    def __init__(self, images: Path):
         self.dir_fd = os.open(images, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
 
     def close(self):
@@ -137,7 +136,7 @@ class JPEGReader(Reader):
         if index.n != self._n:
             raise DatasetError(self.path, f"index holds {index.n} samples, the manifest {self._n}")
         try:
-            handles = _Handles(index, self.path / "images")
+            handles = _Handles(self.path / "images")
         except FileNotFoundError as err:
             raise DatasetError(self.path, "images/ folder is missing") from err
         self._index = index

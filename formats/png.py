@@ -31,6 +31,17 @@ from ._index import Index, IndexWriter
 IMAGES = "images"
 
 
+def decode(buf) -> np.ndarray:
+    """The pixels of PNG bytes, as Pillow stores them (I;16 reads as '<u2').
+
+    One decoder for every format that stores PNG (png, zip, tar) and for the
+    decode-only bound, so the bound decodes exactly as the formats do.
+    """
+    with Image.open(io.BytesIO(buf), formats=("PNG",)) as im:
+        im.load()
+        return np.asarray(im)
+
+
 def _name(i: int) -> str:
     return f"{IMAGES}/{i:08d}.png"
 
@@ -83,9 +94,7 @@ class PNGReader(Reader):
         try:
             # One read of the whole file: Pillow reading a file object makes a
             # dozen small buffered reads, as slow as decoding a 32x32 image.
-            with Image.open(io.BytesIO(read_file(self._root + name)), formats=("PNG",)) as im:
-                im.load()
-                img = np.asarray(im)
+            img = decode(read_file(self._root + name))
         except FileNotFoundError as err:
             raise DatasetError(self.path, f"{name} is missing") from err
         except (OSError, SyntaxError, ValueError) as err:  # Pillow's ways to say "broken"

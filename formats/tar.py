@@ -28,6 +28,7 @@ from PIL import Image
 
 from ._api import DatasetError, Format, Reader, Sample
 from ._index import Index, IndexWriter
+from .png import decode as decode_png
 
 READ_BLOCK = 4 << 20  # bytes per read of a scan
 
@@ -100,9 +101,11 @@ class TarReader(Reader):
             os.close(fds.popitem()[1])
 
     def _pixels(self, i: int, buf: bytes, ext: str) -> np.ndarray:
-        with io.BytesIO(buf) as f:
-            img = (np.load(f, allow_pickle=False) if ext == "npy"
-                   else np.asarray(Image.open(f, formats=("PNG",))))
+        if ext == "npy":
+            with io.BytesIO(buf) as f:
+                img = np.load(f, allow_pickle=False)
+        else:
+            img = decode_png(buf)
         shape = self._index.image_shape[i]
         if img.shape[:2] != shape[:2] or img.dtype != self._index.image_dtype[i]:
             raise ValueError(f"it decodes to {img.dtype} {img.shape}, expected {shape}")

@@ -26,13 +26,13 @@ import sys
 import zipfile
 from pathlib import Path
 
-import numpy as np
 import PIL
 from PIL import Image
 
 from . import _record
 from ._api import ALL_MODES, DatasetError, Format, Reader
 from ._index import Index, IndexWriter
+from .png import decode as decode_png
 
 PNG_MODES = frozenset({("uint8", c) for c in range(5)} | {("uint16", 0), ("uint16", 1)})
 _COMPRESSION = {"stored": zipfile.ZIP_STORED, "deflate": zipfile.ZIP_DEFLATED}
@@ -118,8 +118,7 @@ class ZipReader(Reader):
             if not self._png:
                 s = _record.decode(buf)
             else:
-                with Image.open(io.BytesIO(buf), formats=("PNG",)) as im:
-                    img = np.asarray(im)
+                img = decode_png(buf)
         except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
             raise DatasetError(self.path, f"data.zip member {info.filename} is damaged: {err}") from err
         if not self._png:
