@@ -513,7 +513,7 @@ def _torch_views(torch, arrays: list) -> list:
     images with boxes was ~190 handoffs, more than the reading.  Views into
     one buffer travel as one storage and arrive as the same list of tensors.
     """
-    tensors = [a if isinstance(a, torch.Tensor) else _from_numpy(torch, a) for a in arrays]
+    tensors = _as_tensors(torch, arrays)
     if len(tensors) < 2 or len({t.dtype for t in tensors}) != 1:
         return [t.clone() for t in tensors]  # own memory: never a view of a reader's map
     dtype = tensors[0].dtype
@@ -537,13 +537,18 @@ def _new_flat(torch, numel: int, dtype):
     return torch.empty(numel, dtype=dtype)
 
 
-def _from_numpy(torch, a: np.ndarray):
-    # Reader images may be read-only views (memory maps): torch only reads them
-    # here (cat, stack and clone copy), so its warning about writes does not apply.
+def _as_tensors(torch, arrays: list) -> list:
+    """``torch.from_numpy`` of each array (tensors pass through), without copying.
+
+    Reader images may be read-only views (memory maps): torch only reads them
+    here (cat, stack and clone copy), so its warning about writes does not
+    apply.  One filter for the whole list: ``catch_warnings`` per array cost
+    more than the conversion.
+    """
     import warnings
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "The given NumPy array is not writable", UserWarning)
-        return torch.from_numpy(a)
+        return [a if isinstance(a, torch.Tensor) else torch.from_numpy(a) for a in arrays]
 
 
 def collate(items: list) -> dict:
@@ -570,8 +575,7 @@ def collate(items: list) -> dict:
     if torch is not None:
         from torch.utils.data import default_collate
         if same:
-            images = default_collate([i if isinstance(i, torch.Tensor) else _from_numpy(torch, i)
-                                      for i in imgs])
+            images = default_collate(_as_tensors(torch, imgs))
         else:
             images = _torch_views(torch, imgs)
         labels = torch.tensor([it["label"] for it in items])
