@@ -1,9 +1,9 @@
 """Checks specific to jpeg, zip and tar beyond the shared conformance suite.
 
 jpeg: quality on photographs, exact non-pixel fields, every installed decoder.
-zip: many worker processes sharing one pickled reader, unsafe member names;
-tar: reads through the offset index only.
-tar: the ``webdataset`` library reads our shards, random access by offset.
+zip: many worker processes sharing one pickled reader, unsafe member names.
+tar: the ``webdataset`` library reads our shards; random access and scans go
+through the offset index only, never the member headers.
 """
 from __future__ import annotations
 

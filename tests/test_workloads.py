@@ -305,10 +305,9 @@ def test_collate_puts_ragged_images_and_boxes_in_one_buffer_each(small):
         for t, s in zip(batch["image"], samples):
             assert tuple(t.shape) == s.image.shape and t.dtype == torch.uint8
             np.testing.assert_array_equal(t.numpy(), s.image)
-        if "boxes" in batch:
-            assert len(_storages(batch["boxes"])) == 1
-            for t, s in zip(batch["boxes"], samples):
-                np.testing.assert_array_equal(t.numpy(), s.boxes)
+        assert any(len(s.boxes) for s in samples) and len(_storages(batch["boxes"])) == 1
+        for t, s in zip(batch["boxes"], samples):
+            np.testing.assert_array_equal(t.numpy(), s.boxes)
         batch["image"][0].view(-1)[:] = 0  # the batch owns its memory: the reader's image is intact
         assert r[0] == samples[0] and r[0].image.any()
 
