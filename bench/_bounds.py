@@ -34,10 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from storebench.formats import Format, dataset_files, make_sample
 
-import fixtures
-from formats import Format
-from formats._api import _sample, dataset_files
+from storebench import fixtures
 
 from ._data import Dataset, Unsupported, np_order, pool_size
 from ._ops import touch
@@ -128,7 +127,7 @@ def floor(pool: Pool, op: str, order: np.ndarray, batch: int) -> Callable[[], in
         def run():
             k = 0
             for c in chunks:
-                for s in [_sample(*args[i]) for i in c]:
+                for s in [make_sample(*args[i]) for i in c]:
                     touch(s.image)
                     k += 1
             return k
@@ -137,7 +136,7 @@ def floor(pool: Pool, op: str, order: np.ndarray, batch: int) -> Callable[[], in
 
     def run():
         for i in idx:
-            touch(_sample(*args[i]).image)
+            touch(make_sample(*args[i]).image)
         return len(idx)
     return run
 
@@ -208,7 +207,7 @@ def bare_lmdb(root: Path, pool: Pool) -> Callable[[str, np.ndarray, int], Callab
                         for i, (_key, v) in enumerate(txn.cursor()):
                             dt, sh = spec[i]
                             key, label, boxes, bl, mt = meta[i]
-                            touch(_sample(key, frombuffer(v, dt).reshape(sh), label, boxes, bl, mt).image)
+                            touch(make_sample(key, frombuffer(v, dt).reshape(sh), label, boxes, bl, mt).image)
                             k += 1
                             if k == n or i == m - 1:
                                 break
@@ -222,7 +221,7 @@ def bare_lmdb(root: Path, pool: Pool) -> Callable[[str, np.ndarray, int], Callab
                 for i in idx:
                     dt, sh = spec[i]
                     key, label, boxes, bl, mt = meta[i]
-                    touch(_sample(key, frombuffer(get(keys[i]), dt).reshape(sh), label, boxes, bl, mt).image)
+                    touch(make_sample(key, frombuffer(get(keys[i]), dt).reshape(sh), label, boxes, bl, mt).image)
             return len(idx)
         return run
     target.close, target.files = env.close, dataset_files(path)
@@ -262,7 +261,7 @@ def bare_h5py(root: Path, pool: Pool) -> Callable[[str, np.ndarray, int], Callab
     def sample(i: int, buf: np.ndarray) -> None:
         dt, sh = spec[i]
         key, label, boxes, bl, mt = meta[i]
-        touch(_sample(key, (buf if dt.itemsize == 1 else buf.view(dt)).reshape(sh), label, boxes, bl, mt).image)
+        touch(make_sample(key, (buf if dt.itemsize == 1 else buf.view(dt)).reshape(sh), label, boxes, bl, mt).image)
 
     def target(op: str, order: np.ndarray, batch: int) -> Callable[[], int]:
         idx = order.tolist()
@@ -362,13 +361,13 @@ def encoded_images(path: Path, limit: int, budget: int = ENCODED_BYTES) -> tuple
 
 
 def _png_decoder():
-    from formats.png import decode
+    from storebench.formats.png import decode
     return "pillow", lambda buf, gray: decode(buf)
 
 
 def _jpeg_decoder():
     """The jpeg format's own decoder: the fastest installed (simplejpeg, OpenCV, Pillow)."""
-    from formats import jpeg
+    from storebench.formats import jpeg
     return jpeg.DECODER.split()[0], jpeg.DECODE
 
 
@@ -389,7 +388,7 @@ def decode_only(pool: Pool, codec: str, blobs: list[bytes], order: np.ndarray) -
             if img.dtype != dt:
                 img = img.astype(dt)
             key, _img, label, boxes, bl, mt = args[i]
-            touch(_sample(key, img.reshape(sh), label, boxes, bl, mt).image)
+            touch(make_sample(key, img.reshape(sh), label, boxes, bl, mt).image)
         return len(idx)
     return name, run
 

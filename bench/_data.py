@@ -38,12 +38,10 @@ from glob import escape as glob_escape
 from pathlib import Path
 
 import numpy as np
+from storebench.fixtures.folder import is_user_preset, user_fingerprint, user_samples
+from storebench.formats import Format, Sample, dataset_files, disk_usage
 
-import fixtures
-import formats
-from fixtures.folder import is_user_preset, user_fingerprint, user_samples
-from formats import Format, Sample
-from formats._api import dataset_files, disk_usage
+from storebench import fixtures, formats
 
 #: Sources up to this many raw pixel bytes are held in memory while a write is timed;
 #: larger ones stream from their memory map (a 100k list of Samples is not allowed).

@@ -89,8 +89,8 @@ def parse_cache(text: str) -> tuple[str, ...]:
 
 def parse_presets(text: str) -> tuple[str, ...]:
     """Bundled presets by name, or your own data as ``folder:PATH`` / ``cifar10:PATH``."""
-    from fixtures import PRESETS
-    from fixtures.folder import USER_PRESETS, is_user_preset
+    from storebench.fixtures import PRESETS
+    from storebench.fixtures.folder import USER_PRESETS, is_user_preset
 
     got = _items(text, "--preset")
     bad = [t for t in got if t not in PRESETS and not is_user_preset(t)]

@@ -103,8 +103,7 @@ def machine_info(data_dir: Path) -> dict:
     """Stable facts about this machine and its libraries (nothing that changes run to run)."""
     import psutil
 
-    import formats
-
+    from storebench import formats
     libs = {d: v for d in LIBRARIES if (v := _version(d)) is not None}
     try:
         import h5py

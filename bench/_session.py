@@ -35,7 +35,7 @@ class Session:
 
     @cached_property
     def _selection(self) -> tuple[list, dict]:
-        from formats.testing import format_params
+        from storebench.formats.testing import format_params
 
         wanted, params, fmts = self.opts.formats, [], {}
         for p in format_params():
@@ -62,8 +62,9 @@ class Session:
         """Raise ValueError for a --formats entry that names no format."""
         if self.opts.formats is None:
             return
-        import formats
-        from formats._registry import BUILTIN
+        from storebench.formats._registry import BUILTIN
+
+        from storebench import formats
 
         known = set(BUILTIN) | set(formats.available()) | set(formats.unavailable()) | set(self.formats)
         bad = [f for f in self.opts.formats if f not in known]

@@ -12,8 +12,8 @@ import pytest
 
 from bench import _session
 from bench._data import Unsupported
-from bench._params import bound_params, loader_specs
 from bench._pagecache import unsupported as cold_unsupported
+from bench._params import bound_params, loader_specs
 from bench._run import Runner
 
 

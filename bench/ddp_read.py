@@ -42,12 +42,19 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
 
 try:
-    import formats
+    from storebench import formats
 except ImportError:  # run from a checkout that is not installed
     sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
-    import formats
-from formats._api import dataset_files
-from storebench.workloads import FETCHES, WORKLOADS, WorkloadDataset, collate, get_workload
+    from storebench import formats
+from storebench.formats import dataset_files
+
+from storebench.workloads import (
+    FETCHES,
+    WORKLOADS,
+    WorkloadDataset,
+    collate,
+    get_workload,
+)
 
 
 class ExactDistributedSampler(DistributedSampler):

@@ -37,12 +37,19 @@ import pytest
 torch = pytest.importorskip("torch", reason="the workload benchmarks need PyTorch")
 pytest.importorskip("cv2", reason="the workloads need opencv-python-headless")
 
+from storebench.formats import dataset_files  # noqa: E402
+
 from bench._data import Unsupported, np_order  # noqa: E402
 from bench._params import LoaderSpec  # noqa: E402
 from bench._run import format_info  # noqa: E402
-from formats._api import dataset_files  # noqa: E402
-from storebench.workloads import (FETCHES, WORKLOADS, WorkloadDataset, collate,  # noqa: E402
-                                  get_workload, time_split)
+from storebench.workloads import (  # noqa: E402
+    FETCHES,
+    WORKLOADS,
+    WorkloadDataset,
+    collate,
+    get_workload,
+    time_split,
+)
 
 pytestmark = pytest.mark.torch
 

@@ -1,32 +1,45 @@
 """Storage formats for image datasets, behind one contract.
 
->>> import formats
+>>> from storebench import formats
 >>> fmt = formats.get("hdf5", compression="gzip", level=2)
 >>> fmt.id
 'hdf5[gzip-2]'
 
-See :mod:`formats._api` for the contract and :mod:`formats._registry` for how
-formats are found.
+See :mod:`storebench.formats._api` for the Format/Reader contract,
+:mod:`storebench.formats._sample` for :class:`Sample`, and
+:mod:`storebench.formats._registry` for how formats are found.  The names in
+``__all__`` are the public API that bench/, storebench/ and plug-ins use.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from ._api import ALL_MODES, MANIFEST, DatasetError, Format, Reader, Sample, WriteReport, read_manifest
+from ._api import Format, Reader, WriteReport
+from ._errors import ChecksumError, DatasetError
+from ._fs import dataset_files, disk_usage
+from ._manifest import MANIFEST, read_manifest
 from ._registry import ENTRY_POINT_GROUP, available, get, register, unavailable
+from ._sample import ALL_MODES, NO_BOXES, NO_LABELS, Sample, describe_modes, make_sample
 
 __all__ = [
     "ALL_MODES",
     "ENTRY_POINT_GROUP",
     "MANIFEST",
+    "NO_BOXES",
+    "NO_LABELS",
+    "ChecksumError",
     "DatasetError",
     "Format",
     "Reader",
     "Sample",
     "WriteReport",
     "available",
+    "dataset_files",
+    "describe_modes",
+    "disk_usage",
     "get",
+    "make_sample",
     "open_dataset",
     "register",
     "unavailable",

@@ -23,240 +23,75 @@ import contextlib
 import errno
 import inspect
 import json
-import math
 import os
 import shutil
 import uuid
-import weakref
-import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
+from ._atomic import (
+    _clean_stale_siblings,
+    _is_disk_full,
+    _space_exhausted,
+    _swap_into_place,
+    _sync_tree,
+)
+from ._errors import ChecksumError, DatasetError
+from ._fork import _live_readers
+from ._fs import dataset_files, disk_usage, read_file
+from ._manifest import (
+    CHECKSUM_KIND,
+    CHECKSUMS,
+    MANIFEST,
+    _file_table,
+    _jsonable,
+    check_files,
+    content_crc,
+    read_manifest,
+)
+from ._sample import (
+    _NO_BOXES,
+    _NO_LABELS,
+    ALL_MODES,
+    NO_BOXES,
+    NO_LABELS,
+    Sample,
+    _sample,
+    describe_modes,
+    make_sample,
+)
+
 __all__ = [
     "ALL_MODES",
+    "CHECKSUMS",
+    "CHECKSUM_KIND",
+    "MANIFEST",
+    "NO_BOXES",
+    "NO_LABELS",
     "ChecksumError",
     "DatasetError",
     "Format",
     "Reader",
     "Sample",
     "WriteReport",
-    "MANIFEST",
+    "check_files",
+    "content_crc",
+    "dataset_files",
+    "describe_modes",
+    "disk_usage",
+    "make_sample",
+    "read_file",
+    "read_manifest",
+    # internal names the format modules share
+    "_NO_BOXES",
+    "_NO_LABELS",
+    "_sample",
 ]
-
-MANIFEST = "storebench.json"
-#: Every (dtype, channels) pair a Sample may have; channels 0 means a 2-D image.
-ALL_MODES = frozenset((dt, c) for dt in ("uint8", "uint16") for c in (0, 1, 2, 3, 4))
-_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
-_NO_BOXES = np.zeros((0, 4), np.float32)
-_NO_BOXES.setflags(write=False)
-_NO_LABELS = np.zeros((0,), np.int64)
-_NO_LABELS.setflags(write=False)
-
-
-class DatasetError(ValueError):
-    """The path is not a valid dataset of this format.
-
-    Raised for a wrong format, a missing index, a truncated or damaged file or
-    an unknown format version.  The message names the path and the problem.
-    """
-
-    def __init__(self, path: os.PathLike | str, problem: str):
-        self.path = str(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
-
-    def __reduce__(self):
-        return (type(self), (self.path, self.problem))
-
-
-class ChecksumError(DatasetError):
-    """A sample read back does not match the checksum stored when it was written."""
-
-
-CHECKSUMS = "checksums.u32"
-CHECKSUM_KIND = "crc32-content-v1"
-
-
-def content_crc(s: Sample, *, pixels: bool = True) -> int:
-    """CRC-32 of everything a reader returns for ``s``: key, label, boxes, meta, image.
-
-    Lossy formats leave the pixels out (``pixels=False``) and guard their
-    encoded bytes with a checksum of their own.
-    """
-    img = s.image
-    head = (f"{s.key}\x00{s.label}\x00{img.dtype.str}{img.shape}\x00"
-            f"{json.dumps(s.meta, sort_keys=True, separators=(',', ':'))}").encode("utf-8", "surrogatepass")
-    crc = zlib.crc32(head)
-    crc = zlib.crc32(np.ascontiguousarray(s.boxes, "<f4"), crc)
-    crc = zlib.crc32(np.ascontiguousarray(s.box_labels, "<i8"), crc)
-    if pixels:
-        crc = zlib.crc32(np.ascontiguousarray(img, img.dtype.newbyteorder("<")), crc)
-    return crc
-
-
-# --------------------------------------------------------------------------- Sample
-
-
-def _is_unicode(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _check_meta(meta: Any) -> dict:
-    if not isinstance(meta, Mapping):
-        raise ValueError(f"meta: must be a mapping, got {type(meta).__name__}")
-    out = {}
-    for k, v in meta.items():
-        if not isinstance(k, str) or not _is_unicode(k):
-            raise ValueError(f"meta: keys must be str (valid unicode), got {k!r}")
-        if isinstance(v, str) and not _is_unicode(v):
-            raise ValueError(f"meta[{k!r}]: {v!r} is not valid unicode (lone surrogate)")
-        if isinstance(v, float) and not math.isfinite(v):
-            raise ValueError(f"meta[{k!r}]: non-finite float {v!r} is not JSON")
-        if v is not None and not isinstance(v, (str, int, float, bool)):
-            raise ValueError(
-                f"meta[{k!r}]: must be str, int, float, bool or None, "
-                f"got {type(v).__name__}"
-            )
-        out[k] = v
-    return out
-
-
-@dataclass(frozen=True, eq=False, slots=True)
-class Sample:
-    """One training example: an image, its class, its boxes and metadata.
-
-    Parameters
-    ----------
-    key : str
-        Unique within a dataset; any unicode (``/`` and spaces included).
-    image : numpy.ndarray
-        ``(H, W)`` or ``(H, W, C)`` with ``C`` in 1..4, ``uint8`` or ``uint16``.
-        Readers may return read-only views into a memory map or a buffer:
-        copy before writing into it.
-    label : int
-        Image-level class, ``-1`` for none.
-    boxes : array_like
-        ``(N, 4)`` pascal_voc corners ``x_min, y_min, x_max, y_max`` in
-        pixels, stored as float32.  Finite, ``min <= max`` and inside the image.
-    box_labels : array_like
-        ``(N,)`` integer class per box, stored as int64.
-    meta : Mapping
-        Small JSON-able mapping of ``str`` to ``str | int | float | bool | None``.
-
-    Construction validates every field and raises ``ValueError`` naming it.
-    Readers use the unchecked :func:`_sample` instead, because samples were
-    validated when they were written.  Equality compares keys, labels, meta
-    and arrays (dtype, shape and values).
-    """
-
-    key: str
-    image: np.ndarray
-    label: int = -1
-    boxes: np.ndarray = None  # type: ignore[assignment]
-    box_labels: np.ndarray = None  # type: ignore[assignment]
-    meta: Mapping[str, Any] = None  # type: ignore[assignment]
-
-    def __post_init__(self):
-        set_ = object.__setattr__
-        if not isinstance(self.key, str):
-            raise ValueError(f"key: must be str, got {type(self.key).__name__}")
-        if not _is_unicode(self.key):
-            raise ValueError(f"key: {self.key!r} is not valid unicode (lone surrogate)")
-        img = self.image
-        if not isinstance(img, np.ndarray):
-            raise ValueError(f"image: must be a numpy array, got {type(img).__name__}")
-        if img.dtype not in _DTYPES:
-            raise ValueError(f"image: dtype must be uint8 or uint16, got {img.dtype}")
-        if img.ndim not in (2, 3) or (img.ndim == 3 and not 1 <= img.shape[2] <= 4):
-            raise ValueError(f"image: shape must be (H, W) or (H, W, 1..4), got {img.shape}")
-        if img.shape[0] < 1 or img.shape[1] < 1:
-            raise ValueError(f"image: height and width must be >= 1, got {img.shape}")
-        label = self.label
-        if isinstance(label, (bool, np.bool_)) or not isinstance(label, (int, np.integer)):
-            raise ValueError(f"label: must be int, got {type(label).__name__}")
-        set_(self, "label", int(label))
-        try:
-            boxes = np.asarray(_NO_BOXES if self.boxes is None else self.boxes)
-        except Exception as err:  # ragged lists and the like
-            raise ValueError(f"boxes: not an array: {err}") from err
-        if boxes.size == 0 and boxes.ndim <= 2:
-            boxes = _NO_BOXES
-        if boxes.ndim != 2 or boxes.shape[1] != 4:
-            raise ValueError(f"boxes: shape must be (N, 4), got {boxes.shape}")
-        if not (np.issubdtype(boxes.dtype, np.floating) or np.issubdtype(boxes.dtype, np.integer)):
-            raise ValueError(f"boxes: must be real numbers, got dtype {boxes.dtype}")
-        boxes = np.ascontiguousarray(boxes, dtype=np.float32)
-        if len(boxes):
-            h, w = img.shape[:2]
-            if not np.isfinite(boxes).all():
-                raise ValueError("boxes: coordinates must be finite")
-            if (boxes[:, 0] > boxes[:, 2]).any() or (boxes[:, 1] > boxes[:, 3]).any():
-                raise ValueError("boxes: need x_min <= x_max and y_min <= y_max")
-            if (boxes < 0).any() or (boxes[:, [0, 2]] > w).any() or (boxes[:, [1, 3]] > h).any():
-                raise ValueError(f"boxes: outside the {w}x{h} image")
-        set_(self, "boxes", boxes)
-        bl = np.asarray(_NO_LABELS if self.box_labels is None else self.box_labels)
-        if bl.size == 0 and bl.ndim <= 1:
-            bl = _NO_LABELS
-        if bl.ndim != 1 or not (np.issubdtype(bl.dtype, np.integer) or bl.size == 0):
-            raise ValueError(f"box_labels: must be a 1-D integer array, got {bl.dtype} {bl.shape}")
-        if len(bl) != len(boxes):
-            raise ValueError(f"box_labels: {len(bl)} labels for {len(boxes)} boxes")
-        set_(self, "box_labels", np.ascontiguousarray(bl, dtype=np.int64))
-        set_(self, "meta", _check_meta({} if self.meta is None else self.meta))
-
-    def __eq__(self, other):
-        if not isinstance(other, Sample):
-            return NotImplemented
-        return (
-            self.key == other.key
-            and self.label == other.label
-            and dict(self.meta) == dict(other.meta)
-            and _array_equal(self.image, other.image)
-            and _array_equal(self.boxes, other.boxes)
-            and _array_equal(self.box_labels, other.box_labels)
-        )
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __reduce__(self):
-        return (_sample, (self.key, self.image, self.label, self.boxes, self.box_labels, self.meta))
-
-    @property
-    def mode(self) -> tuple[str, int]:
-        """``(dtype name, channels)``, channels 0 for a 2-D image."""
-        img = self.image
-        return (img.dtype.name, img.shape[2] if img.ndim == 3 else 0)
-
-
-def _array_equal(a: np.ndarray, b: np.ndarray) -> bool:
-    return a.dtype == b.dtype and a.shape == b.shape and bool(np.array_equal(a, b))
-
-
-_new = object.__new__
-_set = object.__setattr__
-
-
-def _sample(key, image, label=-1, boxes=_NO_BOXES, box_labels=_NO_LABELS, meta=None) -> Sample:
-    """Build a Sample without validation: for readers, whose data was checked on write."""
-    s = _new(Sample)
-    _set(s, "key", key)
-    _set(s, "image", image)
-    _set(s, "label", label)
-    _set(s, "boxes", boxes)
-    _set(s, "box_labels", box_labels)
-    _set(s, "meta", {} if meta is None else meta)
-    return s
-
 
 # --------------------------------------------------------------------------- Format
 
@@ -463,54 +298,6 @@ class Format(ABC):
         return reader
 
 
-_FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC)}
-_FULL_TEXT = ("no space left", "file too large", "disk is full", "quota exceeded")
-
-
-def _is_disk_full(err: BaseException) -> bool:
-    """Whether a library's write error means the disk (or a size limit) is full.
-
-    h5py, lmdb and sqlite3 each report ENOSPC/EFBIG in their own exception types.
-    """
-    while err is not None:
-        if isinstance(err, OSError) and err.errno in _FULL_ERRNOS:
-            return True
-        if any(t in str(err).lower() for t in _FULL_TEXT):
-            return True
-        err = err.__cause__ or err.__context__
-    return False
-
-
-def _space_exhausted(tmp: Path, path: Path) -> bool:
-    """Whether the file system or the file-size limit has run out under ``tmp``.
-
-    Some libraries turn ENOSPC/EFBIG into a generic error (liblmdb reports EIO),
-    so the writer also looks at the disk itself before it reports the failure.
-    """
-    try:
-        st = os.statvfs(path.parent)
-        if st.f_bavail * st.f_frsize < 4 << 20:
-            return True
-        import resource
-        soft, _hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-        if soft != resource.RLIM_INFINITY:
-            biggest = max((os.stat(os.path.join(r, n)).st_size
-                           for r, _d, names in os.walk(tmp) for n in names), default=0)
-            return biggest >= soft - min(soft // 4, 1 << 20)
-    except (OSError, ImportError, ValueError):
-        return False
-    return False
-
-
-def describe_modes(modes) -> str:
-    """``uint8 (H, W), (H, W, 3); uint16 (H, W)`` for a set of (dtype, channels)."""
-    parts = []
-    for dt in ("uint8", "uint16"):
-        shapes = ["(H, W)" if c == 0 else f"(H, W, {c})" for d, c in sorted(modes) if d == dt]
-        if shapes:
-            parts.append(f"{dt} {', '.join(shapes)}")
-    return "; ".join(parts) or "nothing"
-
 
 class _Counter:
     __slots__ = ("n",)
@@ -518,90 +305,6 @@ class _Counter:
     def __init__(self):
         self.n = 0
 
-
-def read_manifest(path: Path) -> dict:
-    """Read and check ``path/storebench.json``; raise DatasetError if unusable."""
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file or directory")
-    if not path.is_dir():
-        raise DatasetError(path, "not a storebench dataset (not a directory)")
-    mpath = path / MANIFEST
-    try:
-        manifest = json.loads(mpath.read_bytes())
-    except FileNotFoundError as err:
-        raise DatasetError(path, f"not a storebench dataset (no {MANIFEST})") from err
-    except (ValueError, UnicodeDecodeError) as err:
-        raise DatasetError(path, f"damaged {MANIFEST}: {err}") from err
-    if not isinstance(manifest, dict) or manifest.get("storebench") != "dataset":
-        raise DatasetError(path, f"{MANIFEST} is not a storebench manifest")
-    for field, typ in (("format", str), ("format_version", int), ("count", int)):
-        if not isinstance(manifest.get(field), typ):
-            raise DatasetError(path, f"{MANIFEST}: missing or bad {field!r}")
-    if manifest["count"] < 0:
-        raise DatasetError(path, f"{MANIFEST}: negative count")
-    if not isinstance(manifest.get("files", {}), dict):
-        raise DatasetError(path, f"{MANIFEST}: bad 'files'")
-    return manifest
-
-
-def _file_table(root: Path) -> dict:
-    """Sizes of the dataset's top-level files, and file count and bytes per subdirectory."""
-    table: dict = {}
-    for entry in sorted(os.scandir(root), key=lambda e: e.name):
-        if entry.name == MANIFEST:
-            continue
-        if entry.is_dir(follow_symlinks=False):
-            nbytes, nfiles = disk_usage(entry.path)
-            table[entry.name + "/"] = {"files": nfiles, "bytes": nbytes}
-        else:
-            table[entry.name] = entry.stat().st_size
-    return table
-
-
-def check_files(path: Path, manifest: dict, *, deep: bool = False) -> None:
-    """Check the files the manifest lists are all there with their sizes.
-
-    Runs before any format library sees a file, so a truncated or missing
-    file is a DatasetError instead of a crash inside a C library.  ``deep``
-    also counts and sizes the files in subdirectories (slow for 100k files).
-    """
-    for name, expect in manifest.get("files", {}).items():
-        f = path / name
-        if name.endswith("/"):
-            if not f.is_dir():
-                raise DatasetError(path, f"directory {name} is missing")
-            if deep and isinstance(expect, dict):
-                nbytes, nfiles = disk_usage(f)
-                if (nfiles, nbytes) != (expect.get("files"), expect.get("bytes")):
-                    raise DatasetError(path, f"{name} holds {nfiles} files / {nbytes} bytes, "
-                                       f"expected {expect.get('files')} / {expect.get('bytes')}")
-            continue
-        try:
-            size = f.stat().st_size
-        except FileNotFoundError:
-            raise DatasetError(path, f"file {name} is missing") from None
-        if size != expect:
-            raise DatasetError(path, f"file {name} has {size} bytes, expected {expect} (truncated or damaged)")
-
-
-# --------------------------------------------------------------------------- Reader
-
-# Readers alive in this process; after fork the child drops their handles
-# (without closing them: the parent still uses the same descriptors).
-_live_readers: weakref.WeakSet = weakref.WeakSet()
-_inherited: list = []
-
-
-def _after_fork_in_child():
-    for r in list(_live_readers):
-        if r._handles is not None:
-            _inherited.append(r._handles)
-            r._handles = None
-            r._index = None
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class Reader(ABC):
@@ -827,150 +530,3 @@ def _reopen(fmt: Format, path: str, manifest: dict, verify: bool) -> Reader:
     return fmt.reader(fmt, Path(path), manifest, verify)
 
 
-# --------------------------------------------------------------------------- helpers
-
-
-def read_file(path: str, hint: int = 1 << 16, *, dir_fd: int | None = None) -> bytes:
-    """The whole content of a small file, in as few system calls as possible.
-
-    ``open(path, "rb").read()`` costs an fstat, two reads and a FileIO
-    object; for the 1-3 KB images of one-file-per-image formats those are
-    as slow as decoding.  This is ``open`` + one ``read`` of ``hint`` bytes +
-    ``close`` (more reads only for files larger than ``hint``); ``dir_fd``
-    saves the lookup of every directory of ``path`` but its last.
-    """
-    fd = os.open(path, _O_RDONLY, dir_fd=dir_fd)
-    try:
-        buf = os.read(fd, hint)
-        if len(buf) < hint:
-            return buf
-        parts = [buf]
-        while buf:
-            buf = os.read(fd, max(hint, 1 << 20))
-            parts.append(buf)
-        return b"".join(parts)
-    finally:
-        os.close(fd)
-
-
-_O_RDONLY = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
-
-
-def disk_usage(path: os.PathLike | str) -> tuple[int, int]:
-    """(total file bytes, file count) under ``path`` (a file or a directory)."""
-    path = Path(path)
-    if path.is_file():
-        return path.stat().st_size, 1
-    total = files = 0
-    for root, _dirs, names in os.walk(path):
-        for name in names:
-            total += os.stat(os.path.join(root, name)).st_size
-            files += 1
-    return total, files
-
-
-def dataset_files(path: os.PathLike | str) -> list[Path]:
-    """Every file of a dataset, for cache eviction and checksums."""
-    path = Path(path)
-    if path.is_file():
-        return [path]
-    return sorted(Path(r) / n for r, _d, names in os.walk(path) for n in names)
-
-
-def _jsonable(options: Mapping[str, Any]) -> dict:
-    out = {}
-    for k, v in options.items():
-        out[k] = v if isinstance(v, (str, int, float, bool, type(None))) else repr(v)
-    return out
-
-
-def _fsync_path(p: str, directory: bool = False) -> None:
-    fd = os.open(p, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _syncfs(path: Path) -> bool:
-    """Flush the whole file system holding ``path`` in one call (Linux)."""
-    try:
-        import ctypes
-        libc = ctypes.CDLL(None, use_errno=True)
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            return libc.syncfs(fd) == 0
-        finally:
-            os.close(fd)
-    except (OSError, AttributeError):
-        return False
-
-
-def _sync_tree(root: Path) -> None:
-    """Make every file under ``root`` durable before it is renamed into place.
-
-    Few files: fsync each.  Many files (a folder of PNGs): one syncfs, because
-    100k fsyncs cost minutes and measure the disk's flush latency, not the format.
-    """
-    files = [os.path.join(r, n) for r, _d, names in os.walk(root) for n in names]
-    if len(files) > 64 and _syncfs(root):
-        return
-    for f in files:
-        _fsync_path(f)
-    for r, _d, _n in os.walk(root):
-        _fsync_path(r, directory=True)
-
-
-def _swap_into_place(tmp: Path, path: Path) -> None:
-    """Rename the finished ``tmp`` to ``path``, replacing an old dataset there."""
-    old = None
-    if path.exists() or path.is_symlink():
-        old = path.with_name(f".{path.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-        os.rename(path, old)
-    try:
-        os.rename(tmp, path)
-    except BaseException:
-        if old is not None:
-            os.rename(old, path)
-        raise
-    _fsync_path(str(path.parent), directory=True)
-    if old is not None:
-        if old.is_dir() and not old.is_symlink():
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            old.unlink()
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _clean_stale_siblings(path: Path) -> None:
-    """Remove temporary directories left by writers of ``path`` that died."""
-    prefix_tmp, prefix_old = f".{path.name}.tmp-", f".{path.name}.old-"
-    try:
-        siblings = list(os.scandir(path.parent))
-    except FileNotFoundError:
-        return
-    for entry in sorted(siblings, key=lambda e: e.name):
-        for prefix in (prefix_tmp, prefix_old):
-            if entry.name.startswith(prefix):
-                pid_text = entry.name[len(prefix):].split("-", 1)[0]
-                if pid_text.isdigit() and _pid_alive(int(pid_text)) and int(pid_text) != os.getpid():
-                    continue  # another live writer's work in progress
-                if prefix == prefix_old and not path.exists():
-                    # A writer died between its two renames: put the old dataset back.
-                    with contextlib.suppress(OSError):
-                        os.rename(entry.path, path)
-                        continue
-                if entry.is_dir(follow_symlinks=False):
-                    shutil.rmtree(entry.path, ignore_errors=True)
-                else:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(entry.path)

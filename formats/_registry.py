@@ -20,20 +20,20 @@ ENTRY_POINT_GROUP = "storebench.formats"
 
 #: name -> (module, class, install hint).  Keep in README's format table order.
 BUILTIN: dict[str, tuple[str, str, str]] = {
-    "png": ("formats.png", "PNG", "pip install pillow"),
-    "npy": ("formats.npy", "Npy", "pip install numpy"),
-    "hdf5": ("formats.hdf5", "HDF5", "pip install h5py"),
-    "lmdb": ("formats.lmdb_", "LMDB", "pip install lmdb"),
-    "pickle": ("formats.pickle_", "Pickle", "(standard library)"),
-    "shelve": ("formats.shelve_", "Shelve", "(standard library)"),
-    "jpeg": ("formats.jpeg", "JPEG", "pip install pillow (simplejpeg for speed)"),
-    "zip": ("formats.zip_", "Zip", "pip install pillow"),
-    "tar": ("formats.tar", "Tar", "pip install pillow"),
-    "sqlite": ("formats.sqlite", "SQLite", "(standard library)"),
-    "dicom": ("formats.dicom", "DICOM", "pip install 'storebench[dicom]'"),
-    "zarr": ("formats.zarr_", "Zarr", "pip install zarr"),
-    "parquet": ("formats.parquet", "Parquet", "pip install pyarrow"),
-    "tfrecord": ("formats.tfrecord_", "TFRecord", "pip install tfrecord"),
+    "png": ("storebench.formats.png", "PNG", "pip install pillow"),
+    "npy": ("storebench.formats.npy", "Npy", "pip install numpy"),
+    "hdf5": ("storebench.formats.hdf5", "HDF5", "pip install h5py"),
+    "lmdb": ("storebench.formats.lmdb_", "LMDB", "pip install lmdb"),
+    "pickle": ("storebench.formats.pickle_", "Pickle", "(standard library)"),
+    "shelve": ("storebench.formats.shelve_", "Shelve", "(standard library)"),
+    "jpeg": ("storebench.formats.jpeg", "JPEG", "pip install pillow (simplejpeg for speed)"),
+    "zip": ("storebench.formats.zip_", "Zip", "pip install pillow"),
+    "tar": ("storebench.formats.tar", "Tar", "pip install pillow"),
+    "sqlite": ("storebench.formats.sqlite", "SQLite", "(standard library)"),
+    "dicom": ("storebench.formats.dicom", "DICOM", "pip install 'storebench[dicom]'"),
+    "zarr": ("storebench.formats.zarr_", "Zarr", "pip install zarr"),
+    "parquet": ("storebench.formats.parquet", "Parquet", "pip install pyarrow"),
+    "tfrecord": ("storebench.formats.tfrecord_", "TFRecord", "pip install tfrecord"),
 }
 
 _targets: dict[str, tuple[str, str, str]] = dict(BUILTIN)
@@ -87,7 +87,7 @@ def _load_all() -> None:
             obj = getattr(importlib.import_module(module), cls)
             _check_class(name, obj)
         except ImportError as err:
-            if isinstance(err, ModuleNotFoundError) and err.name == module and module.startswith("formats."):
+            if isinstance(err, ModuleNotFoundError) and err.name == module and module.startswith("storebench.formats."):
                 # A built-in slot whose module is not part of this checkout.
                 _failed[name] = f"module {module} is not installed"
                 continue

@@ -1,7 +1,7 @@
 """lmdb: one LMDB key-value file, one record per sample, read through a memory map.
 
 ``data.mdb`` maps each position (8-byte big-endian, so cursor order is write
-order) to the sample as a :mod:`formats._record` blob (no pickle); a last
+order) to the sample as a :mod:`storebench.formats._record` blob (no pickle); a last
 record holds the key list for ``get(key)``.  Readers open it read-only and
 lock-free; ``r[i]`` is one B-tree lookup in a long-lived read transaction.
 

@@ -12,8 +12,10 @@ your own code writes and reads.  Caveats: **unpickling executes code** named
 in the file, so untrusted pickle datasets must never be opened
 (never open one you did not write yourself, or one
 that came over a network, a shared drive or a download); records name
-``formats._api._sample`` and NumPy internals (NumPy 2 writes ``numpy._core``,
-which NumPy 1 cannot load); no compression.
+``storebench.formats._sample.make_sample`` (version 1 files name
+``formats._api._sample``: :mod:`storebench.formats._pickling` maps it) and
+NumPy internals (NumPy 2 writes ``numpy._core``, which NumPy 1 cannot load);
+no compression.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import pickle
 
 from ._api import DatasetError, Format, Reader, Sample
 from ._index import Index, IndexWriter
+from ._pickling import loads
 
 DATA = "samples.pkl"
 CHUNK = 8 << 20  # bytes per sequential read in iteration
@@ -29,6 +32,7 @@ CHUNK = 8 << 20  # bytes per sequential read in iteration
 
 class Pickle(Format):
     name = "pickle"
+    version = 2  # records name storebench.formats._sample.make_sample (v1: formats._api._sample)
     executes_code = True  # unpickles on read: trusted datasets only
 
     def _write(self, samples, root):
@@ -68,7 +72,7 @@ class PickleReader(Reader):
 
     def _load(self, i, buf):
         try:
-            s = pickle.loads(buf)
+            s = loads(buf, format_version=self.manifest["format_version"])
         except Exception as err:  # damaged bytes can make pickle raise nearly anything
             raise DatasetError(self.path, f"{DATA}: record {i} does not unpickle: {err!r}") from err
         if type(s) is not Sample or s.key != self._index.keys[i]:

@@ -25,17 +25,18 @@ twice the pickle format's and each process's first read parses the whole
 from __future__ import annotations
 
 import dbm
-import pickle
 import shelve
 
 from ._api import DatasetError, Format, Reader, Sample
 from ._index import Index, IndexWriter
+from ._pickling import loads
 
 SHELF = "shelf"
 
 
 class Shelve(Format):
     name = "shelve"
+    version = 2  # records name storebench.formats._sample.make_sample (v1: formats._api._sample)
     executes_code = True  # unpickles on read: trusted datasets only
 
     def _write(self, samples, root):
@@ -73,7 +74,7 @@ class ShelveReader(Reader):
         except OSError as err:  # dbm.dumb reopens shelf.dat on every read
             raise DatasetError(self.path, f"shelf: cannot read {where}: {err}") from err
         try:
-            s = pickle.loads(raw)
+            s = loads(raw, format_version=self.manifest["format_version"])
         except Exception as err:  # damaged bytes can make pickle raise nearly anything
             raise DatasetError(self.path, f"shelf: {where} does not unpickle: {err!r}") from err
         if type(s) is not Sample or s.key != key:

@@ -2,7 +2,7 @@
 
 ``data.sqlite`` holds one table, ``samples(pos INTEGER PRIMARY KEY, key TEXT,
 label INTEGER, record BLOB)`` with a unique index on ``key``.  ``record`` is the
-whole Sample in the :mod:`formats._record` layout (the same bytes lmdb stores,
+whole Sample in the :mod:`storebench.formats._record` layout (the same bytes lmdb stores,
 so the two compare storage engines, not serialisers); ``key`` and ``label`` are
 repeated as columns so that ``get(key)`` is one indexed lookup and the table can
 be queried with plain SQL.  ``pos`` is the rowid: ``r[i]`` is one B-tree search.

@@ -3,7 +3,7 @@
 storebench's own conformance suite is built from these, and a third-party
 format package can run the same checks on its module::
 
-    from formats.testing import check_roundtrip
+    from storebench.formats.testing import check_roundtrip
     check_roundtrip(MyFormat(), samples, tmp_path / "ds")
 """
 from __future__ import annotations

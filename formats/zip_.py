@@ -2,7 +2,7 @@
 
 Members are named by position (``00000000.png`` or ``00000000.bin``) and hold
 either a PNG (``encoding="png"``, Pillow) or a raw record
-(``encoding="raw"``: :mod:`formats._record`, any dtype and channel count).
+(``encoding="raw"``: :mod:`storebench.formats._record`, any dtype and channel count).
 Members are stored uncompressed by default (``compression="stored"``), or
 deflated (``"deflate"``, worth it only for raw pixels: PNG is already
 compressed).  Keys, labels, boxes, metadata and exact shapes live in

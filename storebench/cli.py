@@ -35,8 +35,7 @@ class CommandError(Exception):
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    import formats
-
+    from storebench import formats
     status = 0
     for path in args.paths:
         try:
@@ -189,8 +188,7 @@ def _option_value(text: str):
 
 def resolve_format(spec: str, options: Sequence[str] = ()):
     """A Format from a name (``hdf5``) or a benchmark id (``hdf5[gzip-4]``) and ``K=V`` options."""
-    import formats
-
+    from storebench import formats
     opts = {}
     for item in options:
         key, eq, value = item.partition("=")
@@ -225,8 +223,7 @@ def _progress(items, total: int, desc: str):
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    import fixtures
-
+    from storebench import fixtures
     fmt = resolve_format(args.format, args.option)
     if args.preset not in fixtures.PRESETS:
         raise CommandError(f"--preset: unknown {args.preset!r}; presets: {', '.join(fixtures.PRESETS)}")

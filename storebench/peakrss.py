@@ -20,9 +20,7 @@ from pathlib import Path
 def _measure(fmt_name: str, options: dict, preset: str, n: int, workdir: str, conn) -> None:
     import numpy as np
 
-    import fixtures
-    import formats
-
+    from storebench import fixtures, formats
     fmt = formats.get(fmt_name, **options)
     path = Path(workdir) / "ds"
     t0 = time.perf_counter()

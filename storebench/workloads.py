@@ -14,7 +14,7 @@ read through the same per-sample transforms as the notebooks they mirror:
   to 256, then Ben Graham's ``4·img − 4·GaussianBlur(σ=10) + 128``.
 * ``dicom-display`` (VinBigData DICOM): modality and VOI LUT, MONOCHROME1
   inversion, min-max to uint8, shortest side 600, through
-  :func:`formats.dicom.display_transform` (see :class:`DicomDisplay`).
+  :func:`storebench.formats.dicom.display_transform` (see :class:`DicomDisplay`).
 * ``none``: the sample as read (the baseline).
 
 Augmentations return a model input, ``{"image", "label", "key"}`` plus
@@ -45,8 +45,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from formats import Sample
-from formats._api import _NO_BOXES, _NO_LABELS, _sample, dataset_files
+from storebench.formats import NO_BOXES, NO_LABELS, Sample, dataset_files, make_sample
 
 __all__ = ["WORKLOADS", "Workload", "WorkloadDataset", "collate", "get_workload",
            "radiologist_boxes", "time_split"]
@@ -128,7 +127,7 @@ def radiologist_boxes(s: Sample, rng: np.random.Generator):
 def _with_image(s: Sample, image: np.ndarray, boxes, box_labels, tag: str, **meta) -> Sample:
     m = {**s.meta, **meta}
     m["preprocess"] = f"{m['preprocess']}+{tag}" if m.get("preprocess") else tag
-    return _sample(s.key, image, s.label, boxes, box_labels, m)
+    return make_sample(s.key, image, s.label, boxes, box_labels, m)
 
 
 # --------------------------------------------------------------------------- workloads
@@ -330,7 +329,7 @@ class DicomDisplay(Workload):
     ``WindowCenter``/``WindowWidth``, ``VOILUTFunction``: what
     :func:`fixtures.from_folder` keeps from ``.dcm`` files; absent ones take
     the DICOM defaults, MONOCHROME2 and no window) and handed to
-    :func:`formats.dicom.display_transform`, so an array and its file give the
+    :func:`storebench.formats.dicom.display_transform`, so an array and its file give the
     same picture.  A VOI LUT *sequence* has no meta form: for that, call
     ``display_transform(reader.dataset(i))`` on a dicom dataset.  Colour
     images skip the grayscale steps and are only resized.  The output meta
@@ -367,7 +366,7 @@ class DicomDisplay(Workload):
 
     def __call__(self, s):
         _need("pydicom")
-        from formats.dicom import display_transform
+        from storebench.formats.dicom import display_transform
 
         img = _plain(s.image)
         h, w = img.shape[:2]
@@ -386,7 +385,7 @@ class DicomDisplay(Workload):
         meta = {k: v for k, v in s.meta.items() if k not in self.APPLIED}
         if out.ndim == 2 and "PhotometricInterpretation" in meta:
             meta["PhotometricInterpretation"] = "MONOCHROME2"  # inverted already
-        s = _sample(s.key, s.image, s.label, s.boxes, s.box_labels, meta)
+        s = make_sample(s.key, s.image, s.label, s.boxes, s.box_labels, meta)
         return _with_image(s, out, boxes, labels, self.name)
 
 
@@ -584,7 +583,7 @@ def collate(items: list) -> dict:
         labels = np.array([it["label"] for it in items], np.int64)
     out = {"image": images, "label": labels, "key": [it["key"] for it in items]}
     if any("boxes" in it for it in items):
-        for k, empty in (("boxes", _NO_BOXES), ("box_labels", _NO_LABELS)):
+        for k, empty in (("boxes", NO_BOXES), ("box_labels", NO_LABELS)):
             got = [it.get(k, empty) for it in items]
             out[k] = _torch_views(torch, got) if torch is not None else got
     if any("rad_id" in it for it in items):

@@ -17,9 +17,9 @@ import traceback
 from pathlib import Path
 
 import numpy as np
+from storebench.formats import MANIFEST, DatasetError, Sample
 
-import formats
-from formats import MANIFEST, DatasetError, Sample
+from storebench import formats
 
 OK_OUTCOMES = ("typed error", "correct data")
 TIMEOUT_S = 20
@@ -27,7 +27,7 @@ TIMEOUT_S = 20
 
 def fault_samples(fmt) -> list[Sample]:
     """A dozen photographic samples the format can store, with boxes and meta."""
-    from fixtures import make_dataset
+    from storebench.fixtures import make_dataset
 
     out = [s for s in make_dataset("imagenet", 12, seed=3) if s.mode in fmt.modes]
     small = []

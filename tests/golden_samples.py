@@ -6,8 +6,7 @@ whose output could change, so the same samples can be rebuilt forever.
 from __future__ import annotations
 
 import numpy as np
-
-from formats import Sample
+from storebench.formats import Sample
 
 
 def golden_samples() -> list[Sample]:

@@ -10,9 +10,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import formats  # noqa: E402
-from formats._registry import BUILTIN  # noqa: E402
 from golden_samples import golden_for  # noqa: E402
+from storebench.formats._registry import BUILTIN  # noqa: E402
+
+from storebench import formats  # noqa: E402
 
 GOLDEN = Path(__file__).parent / "golden"
 

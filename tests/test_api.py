@@ -12,11 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from storebench.formats import DatasetError, Sample, _registry, make_sample
+from storebench.formats.testing import check_roundtrip
 
-import formats
-from formats import DatasetError, Sample, _registry
-from formats._api import _sample
-from formats.testing import check_roundtrip
+from storebench import formats
 
 IMG = np.zeros((4, 6, 3), np.uint8)
 
@@ -76,7 +75,7 @@ def test_sample_normalises_and_compares():
     with pytest.raises(AttributeError):
         s.label = 4  # frozen
     assert pickle.loads(pickle.dumps(s)) == s
-    assert _sample("k", IMG, 3, s.boxes, s.box_labels, {"r": "R1"}) == s
+    assert make_sample("k", IMG, 3, s.boxes, s.box_labels, {"r": "R1"}) == s
 
 
 # --------------------------------------------------------------------------- registry
@@ -122,7 +121,7 @@ def scratch_registry(monkeypatch):
 
 def test_register_refuses_taken_names(scratch_registry):
     with pytest.raises(ValueError, match="already registered"):
-        formats.register("npy", "formats.npy:Npy")
+        formats.register("npy", "storebench.formats.npy:Npy")
 
 
 def test_missing_dependency_is_listed_with_hint(scratch_registry):
@@ -138,7 +137,7 @@ def test_missing_dependency_is_listed_with_hint(scratch_registry):
 def test_entry_point_formats_are_discovered(scratch_registry, monkeypatch):
     mod = types.ModuleType("sb_plugin_demo")
     exec(textwrap.dedent("""
-        from formats.npy import Npy
+        from storebench.formats.npy import Npy
         class Demo(Npy):
             name = "demo"
         class Broken:

@@ -12,18 +12,24 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from storebench.formats import Sample
+from storebench.formats.npy import Npy
 
-import fixtures
-import formats
 from bench import _options
 from bench._bounds import bound_of, encoded_images, image_codec, make_pool
 from bench._data import DataCache, Dataset, Unsupported, dataset_key, write_source
-from bench._pagecache import (CacheState, ColdRoundError, EvictionError, check_evicted,
-                              file_residency, residency, unsupported)
+from bench._pagecache import (
+    CacheState,
+    ColdRoundError,
+    EvictionError,
+    check_evicted,
+    file_residency,
+    residency,
+    unsupported,
+)
 from bench._params import bound_params, loader_specs
 from bench._results import Results, filesystem
-from formats import Sample
-from formats.npy import Npy
+from storebench import fixtures, formats
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,9 +6,9 @@ import sys
 
 import numpy as np
 import pytest
+from storebench.formats import Sample
 
-import formats
-from formats import Sample
+from storebench import formats
 from storebench.cli import main
 
 SAMPLES = [Sample(f"k{i}", np.full((4, 4, 3), i, np.uint8), i) for i in range(5)]

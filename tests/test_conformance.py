@@ -14,11 +14,16 @@ import numpy as np
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
+from storebench.fixtures.strategies import sample_lists
+from storebench.formats import DatasetError, Sample
+from storebench.formats.testing import (
+    assert_all_same,
+    check_reader,
+    check_roundtrip,
+    format_params,
+)
 
-import formats
-from fixtures.strategies import sample_lists
-from formats import DatasetError, Sample
-from formats.testing import assert_all_same, check_reader, check_roundtrip, format_params
+from storebench import formats
 
 FORMATS = format_params()
 DEFAULTS = format_params(variants=False)

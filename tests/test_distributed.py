@@ -13,10 +13,13 @@ import pytest
 torch = pytest.importorskip("torch", reason="the distributed read benchmark needs PyTorch")
 pytest.importorskip("cv2", reason="the workloads need opencv-python-headless")
 
-import fixtures  # noqa: E402
-import formats  # noqa: E402
-from bench.ddp_read import ExactDistributedSampler  # noqa: E402
 from torch.utils.data import DistributedSampler  # noqa: E402
+
+from bench.ddp_read import ExactDistributedSampler  # noqa: E402
+from storebench import (
+    fixtures,  # noqa: E402
+    formats,  # noqa: E402
+)
 
 pytestmark = pytest.mark.torch
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "ddp_read.py"

@@ -14,14 +14,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from faults import OK_OUTCOMES, damaged_copies, fault_samples, probe
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
-
-from faults import OK_OUTCOMES, damaged_copies, fault_samples, probe
-from fixtures import make_dataset
-from formats import DatasetError
-from formats.testing import assert_all_same, assert_same, format_params
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+from storebench.fixtures import make_dataset
+from storebench.formats import DatasetError
+from storebench.formats.testing import assert_all_same, assert_same, format_params
 
 DEFAULTS = format_params(variants=False)
 

@@ -14,11 +14,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hypothesis import given, settings
+from storebench.fixtures import (
+    dataset_checksum,
+    make_dataset,
+    make_sample,
+    sample_checksum,
+)
+from storebench.fixtures import strategies as fst
+from storebench.formats import ALL_MODES, Sample
 
-import fixtures
-from fixtures import dataset_checksum, make_dataset, make_sample, sample_checksum
-from fixtures import strategies as fst
-from formats import ALL_MODES, Sample
+from storebench import fixtures
 
 ROOT = Path(__file__).resolve().parents[1]
 # Enough samples to see every property, few enough to stay fast (xray is ~20 ms each).

@@ -11,11 +11,15 @@ import tarfile
 import numpy as np
 import pytest
 from PIL import Image
+from storebench.fixtures.folder import (
+    from_cifar10,
+    from_folder,
+    is_user_preset,
+    user_fingerprint,
+    user_samples,
+)
 
-import fixtures
-import formats
-from fixtures.folder import (from_cifar10, from_folder, is_user_preset, user_fingerprint,
-                             user_samples)
+from storebench import fixtures, formats
 
 
 def _save(path, arr, **kw):
@@ -152,7 +156,7 @@ def test_csv_without_box_columns_is_refused(tree, tmp_path):
 
 def test_dicom_files_carry_the_tags_dicom_display_needs(tmp_path):
     pytest.importorskip("pydicom")
-    from fixtures.dicom import bundled_files
+    from storebench.fixtures.dicom import bundled_files
 
     root = tmp_path / "dcm"
     for f, cls in zip(bundled_files(["CT_small.dcm", "MR_small.dcm"]), ["ct", "mr"]):

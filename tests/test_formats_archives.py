@@ -18,11 +18,10 @@ import zipfile
 import numpy as np
 import pytest
 from PIL import Image
+from storebench.formats import DatasetError, Sample
+from storebench.formats.testing import assert_all_same, assert_same
 
-import fixtures
-import formats
-from formats import DatasetError, Sample
-from formats.testing import assert_all_same, assert_same
+from storebench import fixtures, formats
 
 
 def _resize_in_manifest(path):
@@ -77,7 +76,7 @@ def test_jpeg_refuses_what_baseline_jpeg_cannot_hold(image, tmp_path):
 
 
 def test_every_installed_jpeg_decoder_gives_the_same_rgb(tmp_path):
-    from formats import jpeg
+    from storebench.formats import jpeg
     img = np.zeros((16, 16, 3), np.uint8)
     img[:, :8, 0] = 250  # red left half: a BGR mix-up would show it as blue
     img[:, 8:, 2] = 250

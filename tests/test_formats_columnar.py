@@ -13,11 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from storebench.formats import DatasetError, Sample
+from storebench.formats.testing import assert_all_same, assert_same
 
-import fixtures
-import formats
-from formats import DatasetError, Sample
-from formats.testing import assert_all_same, assert_same
+from storebench import fixtures, formats
 
 
 @pytest.fixture(autouse=True)
@@ -234,7 +233,7 @@ def test_tfrecord_verify_checks_the_record_crc(tmp_path):
 
 
 def test_tfrecord_import_leaves_torch_alone():
-    code = ("import sys, formats.tfrecord_; "
+    code = ("import sys, storebench.formats.tfrecord_; "
             "assert 'torch' not in sys.modules and 'tfrecord.torch' not in sys.modules")
     subprocess.run([sys.executable, "-W", "error", "-c", code], check=True,
                    cwd=Path(formats.__file__).parents[1])

@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import pytest
-
-import formats
-from formats._registry import BUILTIN
-from formats.testing import assert_all_same, format_params
 from golden_samples import golden_for
-
 from make_golden import GOLDEN
+from storebench.formats._registry import BUILTIN
+from storebench.formats.testing import assert_all_same, format_params
+
+from storebench import formats
 
 
 @pytest.mark.parametrize("fmt", format_params(variants=False))

@@ -305,9 +305,7 @@ def test_bundle_refuses_a_non_empty_folder_and_defaults_to_the_latest_run(tmp_pa
 
 
 def test_generate_writes_the_preset(tmp_path, capsys):
-    import fixtures
-    import formats
-
+    from storebench import fixtures, formats
     assert main(["generate", "--preset", "cifar", "--n", "12", "--out", str(tmp_path / "ds")]) == 0
     assert "12 cifar samples" in capsys.readouterr().out
     with formats.open_dataset(tmp_path / "ds") as r:
@@ -321,8 +319,7 @@ def test_generate_writes_the_preset(tmp_path, capsys):
 
 
 def test_generate_takes_a_benchmark_id_and_options(tmp_path, capsys):
-    import formats
-
+    from storebench import formats
     assert main(["generate", "--preset", "cifar", "--n", "4", "--out", str(tmp_path / "a"),
                  "--format", "hdf5[gzip-4]"]) == 0
     assert formats.read_manifest(tmp_path / "a")["format"] == "hdf5"

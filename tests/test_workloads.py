@@ -8,12 +8,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from storebench.formats import Sample
 
-import fixtures
-import formats
-from formats import Sample
-from storebench import workloads
-from storebench.workloads import WORKLOADS, WorkloadDataset, collate, get_workload, time_split
+from storebench import fixtures, formats, workloads
+from storebench.workloads import (
+    WORKLOADS,
+    WorkloadDataset,
+    collate,
+    get_workload,
+    time_split,
+)
 
 pytest.importorskip("cv2", reason="the workloads need opencv-python-headless")
 
@@ -210,9 +214,9 @@ def test_dicom_display_equals_display_transform_on_real_files(tmp_path):
     pydicom = pytest.importorskip("pydicom")
     import shutil
 
-    from fixtures.dicom import bundled_files
-    from fixtures.folder import from_folder
-    from formats.dicom import display_transform
+    from storebench.fixtures.dicom import bundled_files
+    from storebench.fixtures.folder import from_folder
+    from storebench.formats.dicom import display_transform
 
     files = bundled_files(["CT_small.dcm", "MR_small.dcm", "examples_overlay.dcm"])
     for f in files:

@@ -1,0 +1,25 @@
+"""The errors storebench raises for datasets that are not what they should be."""
+from __future__ import annotations
+
+import os
+
+
+class DatasetError(ValueError):
+    """The path is not a valid dataset of this format.
+
+    Raised for a wrong format, a missing index, a truncated or damaged file or
+    an unknown format version.  The message names the path and the problem.
+    """
+
+    def __init__(self, path: os.PathLike | str, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+    def __reduce__(self):
+        return (type(self), (self.path, self.problem))
+
+
+class ChecksumError(DatasetError):
+    """A sample read back does not match the checksum stored when it was written."""
+
