@@ -4,8 +4,8 @@ Layout under the data dir::
 
     sources/cifar-s0-p1-n1000/              the generated samples, as an npy dataset
     sources/cifar-s0-p1-n1000.json          its sidecar: key, checksum, modes, raw bytes
-    cifar-s0-p1/n1000/hdf5_gzip-4_-v1-3f2a.../   one format's copy of that source
-    cifar-s0-p1/n1000/hdf5_gzip-4_-v1-3f2a....json
+    cifar-s0-p1/n1000/hdf5_gzip_level_4_-v1-3f2a.../   one format's copy of that source
+    cifar-s0-p1/n1000/hdf5_gzip_level_4_-v1-3f2a....json
 
 A cached dataset is keyed by everything that decides its bytes: format name,
 options and on-disk version, preset, ``fixtures.PRESET_VERSION``, n and seed.
@@ -31,7 +31,6 @@ import os
 import re
 import shutil
 import socket
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from glob import escape as glob_escape
@@ -40,6 +39,7 @@ from pathlib import Path
 import numpy as np
 from storebench.fixtures.folder import is_user_preset, user_fingerprint, user_samples
 from storebench.formats import Format, Sample, dataset_files, disk_usage
+from storebench.formats._atomic import pid_alive, write_json_atomic
 
 from storebench import fixtures, formats
 
@@ -62,20 +62,9 @@ def _scratch_name(pid: int) -> str:
     return f"{slug(socket.gethostname()) or 'host'}-{pid}"
 
 
-def _process_exists(pid: int) -> bool:
-    if os.name != "posix":  # os.kill(pid, 0) would terminate it on Windows
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
-
 
 def slug(text: str) -> str:
-    """A file-name-safe version of a format id: ``hdf5[gzip-4]`` -> ``hdf5_gzip-4_``."""
+    """A file-name-safe version of a format id: ``hdf5[gzip,level=4]`` -> ``hdf5_gzip_level_4_``."""
     return re.sub(r"[^A-Za-z0-9._-]", "_", text)
 
 
@@ -104,16 +93,6 @@ def preset_dir(preset: str) -> str:
 
 def key_digest(key: dict) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    """Replace ``path`` atomically with ``obj`` as JSON."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _read_json(path: Path) -> dict | None:
@@ -326,7 +305,7 @@ class DataCache:
         prefix = _scratch_name(0)[:-1]
         for d in sorted((self.root / "scratch").glob(glob_escape(prefix) + "*")):
             pid = d.name[len(prefix):]
-            if pid.isdigit() and not _process_exists(int(pid)):
+            if pid.isdigit() and not pid_alive(int(pid)):
                 shutil.rmtree(d, ignore_errors=True)
                 removed.append(d)
         return removed
@@ -344,7 +323,7 @@ class DataCache:
     def _save(self, path, key, fmt, preset, n, checksum, tally: _Tally, edges) -> Dataset:
         nbytes, nfiles = disk_usage(path)
         modes = sorted([list(m) for m in tally.modes])
-        _write_json(path.with_name(path.name + ".json"), {
+        write_json_atomic(path.with_name(path.name + ".json"), {
             "sidecar_version": SIDECAR_VERSION, "key": key, "checksum": checksum, "edges": edges,
             "bytes_on_disk": nbytes, "n_files": nfiles, "raw_bytes": tally.raw, "modes": modes})
         return Dataset(fmt, path, preset, n, self.seed, checksum, nbytes, nfiles, tally.raw, modes, edges)

@@ -47,7 +47,8 @@ class BenchOptions:
 
 
 def _items(text: str, what: str) -> list[str]:
-    out = [t.strip() for t in text.split(",") if t.strip()]
+    # Commas inside brackets belong to a format id: hdf5[gzip,level=4].
+    out = [t.strip() for t in re.split(r",(?![^\[]*\])", text) if t.strip()]
     if not out:
         raise ValueError(f"{what}: expected a comma-separated list, got {text!r}")
     return list(dict.fromkeys(out))  # drop repeats, keep order
@@ -126,7 +127,7 @@ def add_options(parser) -> None:
     g.addoption("--workers", default="0,2", metavar="W,W,...",
                 help="DataLoader num_workers values (default 0,2)")
     g.addoption("--formats", default=None, metavar="NAME|ID,...",
-                help="formats to benchmark, by name (every variant) or id, e.g. npy,lmdb,hdf5[gzip-4] "
+                help="formats to benchmark, by name (every variant) or id, e.g. npy,lmdb,hdf5[lzf] "
                      "(default: every available format)")
     g.addoption("--preset", default="cifar", metavar="PRESET,...",
                 help="fixtures preset(s) to benchmark (default cifar), or your own images: "

@@ -62,11 +62,9 @@ class Session:
         """Raise ValueError for a --formats entry that names no format."""
         if self.opts.formats is None:
             return
-        from storebench.formats._registry import BUILTIN
-
         from storebench import formats
 
-        known = set(BUILTIN) | set(formats.available()) | set(formats.unavailable()) | set(self.formats)
+        known = set(formats.names()) | set(self.formats)
         bad = [f for f in self.opts.formats if f not in known]
         if bad:
             raise ValueError(f"--formats: unknown {', '.join(map(repr, bad))}; known: "

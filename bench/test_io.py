@@ -1,6 +1,6 @@
 """Write, open, scan, random and batch benchmarks of every registered format.
 
-Ids read ``test_scan[hdf5[gzip-4]-cifar-n1000-warm]``: format id, preset,
+Ids read ``test_scan[hdf5[gzip,level=4]-cifar-n1000-warm]``: format id, preset,
 size, page-cache state.  Datasets come from the on-disk cache (built on first
 use, outside the timer); each test asserts it saw all ``n`` samples, so the
 smoke run (``--benchmark-disable``, n=10) checks every path once.

@@ -3,7 +3,7 @@
 >>> from storebench import formats
 >>> fmt = formats.get("hdf5", compression="gzip", level=2)
 >>> fmt.id
-'hdf5[gzip-2]'
+'hdf5[gzip,level=2]'
 
 See :mod:`storebench.formats._api` for the Format/Reader contract,
 :mod:`storebench.formats._sample` for :class:`Sample`, and
@@ -13,13 +13,15 @@ See :mod:`storebench.formats._api` for the Format/Reader contract,
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from ._api import Format, Reader, WriteReport
 from ._errors import ChecksumError, DatasetError
 from ._fs import dataset_files, disk_usage
 from ._manifest import MANIFEST, read_manifest
-from ._registry import ENTRY_POINT_GROUP, available, get, register, unavailable
+from ._registry import ENTRY_POINT_GROUP, available, get, missing_dependency, names, register, unavailable
 from ._sample import ALL_MODES, NO_BOXES, NO_LABELS, Sample, describe_modes, make_sample
 
 __all__ = [
@@ -35,11 +37,14 @@ __all__ = [
     "Sample",
     "WriteReport",
     "available",
+    "canonical_id",
     "dataset_files",
     "describe_modes",
     "disk_usage",
     "get",
     "make_sample",
+    "missing_dependency",
+    "names",
     "open_dataset",
     "register",
     "unavailable",
@@ -55,3 +60,20 @@ def open_dataset(path: str | os.PathLike, *, verify: bool = False) -> Reader:
     except (KeyError, TypeError) as err:
         raise DatasetError(path, f"cannot open format {manifest['format']!r}: {err}") from err
     return fmt.open(path, verify=verify)
+
+
+def canonical_id(fmt_id: str, name: str | None = None, options: Mapping[str, Any] | None = None) -> str:
+    """Today's id of a format id recorded by any storebench version.
+
+    Result JSON records each row's format name and full options beside its
+    id; from those the id is rebuilt with today's rule, so rows written by
+    storebench 0.1 (``hdf5[gzip-4]``) compare with today's
+    (``hdf5[gzip,level=4]``).  Without them, or for a format that is not
+    installed, ``fmt_id`` is returned as it is.
+    """
+    if name is None or not isinstance(options, Mapping):
+        return fmt_id
+    try:
+        return get(name, **options).id
+    except (KeyError, ImportError, TypeError, ValueError):
+        return fmt_id

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import shutil
 import uuid
@@ -105,7 +106,14 @@ def _swap_into_place(tmp: Path, path: Path) -> None:
             old.unlink()
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (True where that cannot be told).
+
+    Shared by the writers here and bench/'s scratch cleanup.  Off POSIX,
+    ``os.kill(pid, 0)`` would terminate the process, so it is never called.
+    """
+    if os.name != "posix":
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -126,16 +134,35 @@ def _clean_stale_siblings(path: Path) -> None:
         for prefix in (prefix_tmp, prefix_old):
             if entry.name.startswith(prefix):
                 pid_text = entry.name[len(prefix):].split("-", 1)[0]
-                if pid_text.isdigit() and _pid_alive(int(pid_text)) and int(pid_text) != os.getpid():
+                if pid_text.isdigit() and pid_alive(int(pid_text)) and int(pid_text) != os.getpid():
                     continue  # another live writer's work in progress
                 if prefix == prefix_old and not path.exists():
-                    # A writer died between its two renames: put the old dataset back.
+                    # A writer died between its two renames: put the old dataset back,
+                    # and if that fails keep it: it may be the only copy.
                     with contextlib.suppress(OSError):
                         os.rename(entry.path, path)
-                        continue
+                    continue
                 if entry.is_dir(follow_symlinks=False):
                     shutil.rmtree(entry.path, ignore_errors=True)
                 else:
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(entry.path)
 
+
+
+def write_json_atomic(path: Path, obj: dict) -> None:
+    """Replace ``path`` with ``obj`` as JSON: written to a temp sibling, fsynced, renamed.
+
+    A reader sees the old file or the new one, never half of either.
+    """
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}")
+    try:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise

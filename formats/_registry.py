@@ -1,15 +1,20 @@
 """The format registry: built-in modules by path, third-party ones by entry point.
 
-Modules are imported on first use, so a format whose library is missing costs
-nothing until it is asked for; then it is listed by :func:`unavailable` with
-an install hint instead of breaking ``import formats``.  Third-party formats
+Modules are imported on first use of their name, one module per request
+(``get("npy")`` imports the npy module only; :func:`available` imports them
+all), so a format whose library is missing costs nothing until it is asked
+for; then it is listed by :func:`unavailable` with an install hint instead of
+breaking ``from storebench import formats``.  Each built-in entry names the
+modules it needs, so :func:`missing_dependency` answers without importing it.  Third-party formats
 come through the ``storebench.formats`` entry-point group (value
 ``package.module:Class``); one that fails to load is a warning, not a crash.
 """
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import warnings
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from types import MappingProxyType
 from typing import Any
@@ -18,31 +23,42 @@ from ._api import Format
 
 ENTRY_POINT_GROUP = "storebench.formats"
 
-#: name -> (module, class, install hint).  Keep in README's format table order.
-BUILTIN: dict[str, tuple[str, str, str]] = {
-    "png": ("storebench.formats.png", "PNG", "pip install pillow"),
-    "npy": ("storebench.formats.npy", "Npy", "pip install numpy"),
-    "hdf5": ("storebench.formats.hdf5", "HDF5", "pip install h5py"),
-    "lmdb": ("storebench.formats.lmdb_", "LMDB", "pip install lmdb"),
-    "pickle": ("storebench.formats.pickle_", "Pickle", "(standard library)"),
-    "shelve": ("storebench.formats.shelve_", "Shelve", "(standard library)"),
-    "jpeg": ("storebench.formats.jpeg", "JPEG", "pip install pillow (simplejpeg for speed)"),
-    "zip": ("storebench.formats.zip_", "Zip", "pip install pillow"),
-    "tar": ("storebench.formats.tar", "Tar", "pip install pillow"),
-    "sqlite": ("storebench.formats.sqlite", "SQLite", "(standard library)"),
-    "dicom": ("storebench.formats.dicom", "DICOM", "pip install 'storebench[dicom]'"),
-    "zarr": ("storebench.formats.zarr_", "Zarr", "pip install zarr"),
-    "parquet": ("storebench.formats.parquet", "Parquet", "pip install pyarrow"),
-    "tfrecord": ("storebench.formats.tfrecord_", "TFRecord", "pip install tfrecord"),
+@dataclass(frozen=True)
+class Entry:
+    """Where a format lives and what it needs, known without importing it."""
+
+    module: str  #: the format's module, imported on first use of this name only
+    cls: str  #: the Format subclass in that module
+    requires: tuple[str, ...] = ()  #: top-level modules it imports (checked with find_spec)
+    hint: str = ""  #: how to install what is missing
+
+
+#: name -> Entry.  Keep in the README's format table order.
+BUILTIN: dict[str, Entry] = {
+    "png": Entry("storebench.formats.png", "PNG", ("PIL",), "pip install pillow"),
+    "npy": Entry("storebench.formats.npy", "Npy", ("numpy",), "pip install numpy"),
+    "hdf5": Entry("storebench.formats.hdf5", "HDF5", ("h5py",), "pip install h5py"),
+    "lmdb": Entry("storebench.formats.lmdb_", "LMDB", ("lmdb",), "pip install lmdb"),
+    "pickle": Entry("storebench.formats.pickle_", "Pickle", (), "(standard library)"),
+    "shelve": Entry("storebench.formats.shelve_", "Shelve", ("dbm",), "(standard library)"),
+    "jpeg": Entry("storebench.formats.jpeg", "JPEG", ("PIL",), "pip install pillow (simplejpeg for speed)"),
+    "zip": Entry("storebench.formats.zip_", "Zip", ("PIL",), "pip install pillow"),
+    "tar": Entry("storebench.formats.tar", "Tar", ("PIL",), "pip install pillow"),
+    "sqlite": Entry("storebench.formats.sqlite", "SQLite", ("sqlite3",), "(standard library)"),
+    "dicom": Entry("storebench.formats.dicom", "DICOM", ("pydicom",), "pip install 'storebench[dicom]'"),
+    "zarr": Entry("storebench.formats.zarr_", "Zarr", ("zarr",), "pip install zarr"),
+    "parquet": Entry("storebench.formats.parquet", "Parquet", ("pyarrow",), "pip install pyarrow"),
+    "tfrecord": Entry("storebench.formats.tfrecord_", "TFRecord", ("tfrecord",), "pip install tfrecord"),
 }
 
-_targets: dict[str, tuple[str, str, str]] = dict(BUILTIN)
+_targets: dict[str, Entry] = dict(BUILTIN)
 _classes: dict[str, type[Format]] = {}
 _failed: dict[str, str] = {}
 _loaded = False
 
 
-def register(name: str, target: str | type[Format], *, hint: str = "") -> None:
+def register(name: str, target: str | type[Format], *, hint: str = "",
+             requires: tuple[str, ...] = ()) -> None:
     """Add a format under ``name``: a class, or ``"module:Class"`` imported lazily.
 
     Raises ``ValueError`` if the name is taken.
@@ -51,7 +67,7 @@ def register(name: str, target: str | type[Format], *, hint: str = "") -> None:
         raise ValueError(f"format name {name!r} is already registered")
     if isinstance(target, str):
         module, _, cls = target.partition(":")
-        _targets[name] = (module, cls, hint)
+        _targets[name] = Entry(module, cls, tuple(requires), hint)
     else:
         _check_class(name, target)
         _classes[name] = target
@@ -72,35 +88,75 @@ def _load_entry_points() -> None:
                           "clashes with a registered name; ignored", RuntimeWarning, stacklevel=3)
             continue
         module, _, cls = ep.value.partition(":")
-        _targets[ep.name] = (module, cls, f"check the package providing {ep.value}")
+        _targets[ep.name] = Entry(module, cls, (), f"check the package providing {ep.value}")
 
 
-def _load_all() -> None:
+def _discover() -> None:
+    """Read the entry-point group once (metadata only: no plug-in is imported)."""
     global _loaded
     if not _loaded:
         _load_entry_points()
         _loaded = True
-    for name, (module, cls, hint) in list(_targets.items()):
-        if name in _classes or name in _failed:
-            continue
-        try:
-            obj = getattr(importlib.import_module(module), cls)
-            _check_class(name, obj)
-        except ImportError as err:
-            if isinstance(err, ModuleNotFoundError) and err.name == module and module.startswith("storebench.formats."):
-                # A built-in slot whose module is not part of this checkout.
-                _failed[name] = f"module {module} is not installed"
-                continue
-            _failed[name] = f"{err} (install: {hint})"
-            if name not in BUILTIN:
-                warnings.warn(f"storebench format {name!r} failed to load: {err}",
-                              RuntimeWarning, stacklevel=3)
-        except (AttributeError, TypeError, ValueError) as err:
-            _failed[name] = f"{type(err).__name__}: {err}"
+
+
+def _load(name: str) -> None:
+    """Import format ``name``'s module (and no other), recording its class or why it failed."""
+    if name in _classes or name in _failed:
+        return
+    entry = _targets[name]
+    try:
+        obj = getattr(importlib.import_module(entry.module), entry.cls)
+        _check_class(name, obj)
+    except ImportError as err:
+        if isinstance(err, ModuleNotFoundError) and err.name == entry.module \
+                and entry.module.startswith("storebench.formats."):
+            # A built-in slot whose module is not part of this checkout.
+            _failed[name] = f"module {entry.module} is not installed"
+            return
+        _failed[name] = f"{err} (install: {entry.hint})"
+        if name not in BUILTIN:
             warnings.warn(f"storebench format {name!r} failed to load: {err}",
-                          RuntimeWarning, stacklevel=3)
-        else:
-            _classes[name] = obj
+                          RuntimeWarning, stacklevel=4)
+    except (AttributeError, TypeError, ValueError) as err:
+        _failed[name] = f"{type(err).__name__}: {err}"
+        warnings.warn(f"storebench format {name!r} failed to load: {err}",
+                      RuntimeWarning, stacklevel=4)
+    else:
+        _classes[name] = obj
+
+
+def _load_all() -> None:
+    _discover()
+    for name in list(_targets):
+        _load(name)
+
+
+def missing_dependency(name: str) -> str | None:
+    """The first module format ``name`` needs that is not installed, without importing the format.
+
+    ``None`` when every declared dependency is found (the format may still
+    fail to import for another reason; :func:`get` says why).  Raises
+    ``KeyError`` for an unknown name.
+    """
+    _discover()
+    if name in _classes:
+        return None
+    if name not in _targets:
+        raise KeyError(f"unknown format {name!r}; known: {', '.join(sorted(_targets))}")
+    for module in _targets[name].requires:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            return module
+    return None
+
+
+def names() -> tuple[str, ...]:
+    """Every registered name, built-in and plug-in, available or not (imports nothing)."""
+    _discover()
+    return tuple(_targets) + tuple(n for n in _classes if n not in _targets)
 
 
 def available() -> MappingProxyType:
@@ -122,7 +178,9 @@ def get(name: str, **options: Any) -> Format:
     Raises ``KeyError`` for an unknown name and ``ImportError`` (with the
     install hint) for a known format whose library is missing.
     """
-    _load_all()
+    _discover()
+    if name in _targets:
+        _load(name)
     if name in _classes:
         return _classes[name](**options)
     if name in _failed:

@@ -187,7 +187,7 @@ def _option_value(text: str):
 
 
 def resolve_format(spec: str, options: Sequence[str] = ()):
-    """A Format from a name (``hdf5``) or a benchmark id (``hdf5[gzip-4]``) and ``K=V`` options."""
+    """A Format from a name (``hdf5``) or a benchmark id (``hdf5[gzip,level=4]``) and ``K=V`` options."""
     from storebench import formats
     opts = {}
     for item in options:
@@ -294,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=count, required=True, metavar="N", help="samples, e.g. 1000 or 10k")
     p.add_argument("--out", required=True, metavar="DIR", help="the dataset directory to create")
     p.add_argument("--format", default="npy", metavar="NAME|ID",
-                   help="a format name or benchmark id such as hdf5[gzip-4] (default npy)")
+                   help="a format name or benchmark id such as 'hdf5[gzip,level=4]' (default npy)")
     p.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                    help="a format option, e.g. --option level=4 (repeatable)")
     p.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")

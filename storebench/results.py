@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from storebench import formats
+
 #: The order operations are shown in; groups not listed follow, sorted.
 OPS = ("write", "open", "scan", "random", "batch", "loader", "bound")
 _STATS = ("median", "min")
@@ -109,8 +111,11 @@ class Bench:
         """The format id, the bound's name, or (foreign rows) the test's name with its parameters."""
         if self.is_storebench:
             key = "bound" if self.is_bound else "id"
-            if isinstance(self.extra.get(key), str):
-                return self.extra[key]
+            value = self.extra.get(key)
+            if isinstance(value, str):
+                if key == "id":  # ids of older storebench versions read as today's
+                    return _canonical_id(value, self.extra.get("format"), self.extra.get("options"))
+                return value
         return self.name
 
     def get(self, key: str) -> Any:
@@ -253,3 +258,14 @@ def foreign_message(runs: Sequence[Run]) -> str | None:
 def op_order(group: str) -> tuple[int, str]:
     """Sort key putting groups in :data:`OPS` order."""
     return (OPS.index(group) if group in OPS else len(OPS), group)
+
+
+_ids: dict[str, str] = {}
+
+
+def _canonical_id(fmt_id: str, name: Any, options: Any) -> str:
+    """:func:`storebench.formats.canonical_id`, memoized: a report asks for it per row."""
+    key = json.dumps([fmt_id, name, options], sort_keys=True, default=repr)
+    if key not in _ids:
+        _ids[key] = formats.canonical_id(fmt_id, name if isinstance(name, str) else None, options)
+    return _ids[key]

@@ -103,8 +103,9 @@ def test_id_lists_non_default_options():
             pass
 
     assert Opt().id == "opt"
-    assert Opt(compression="gzip", level=2).id == "opt[gzip-2]"
-    assert Opt(level=3).id == "opt[3]"
+    assert Opt(compression="gzip", level=2).id == "opt[gzip,level=2]"
+    assert Opt(level=3).id == "opt[level=3]"
+    assert Opt(compression="lzf").id == "opt[lzf]"
     assert Opt(compression="gzip", level=2) == Opt(compression="gzip", level=2)
     assert Opt(compression="gzip") != Opt()
     assert Opt(compression="gzip").options == {"compression": "gzip", "level": None}

@@ -87,11 +87,11 @@ def test_sweep_defaults_and_explicit_options(tmp_path):
         ((100, 1000), (0, 2), ("cifar",), ("warm",), 3, 64)
     assert opts.formats is None and opts.persistent == (False, True)
     opts = _options.from_config(FakeConfig(
-        tmp_path, sizes="10,100k", workers="0,1,2,4", formats="npy,hdf5[gzip-4]", preset="imagenet,xray",
+        tmp_path, sizes="10,100k", workers="0,1,2,4", formats="npy,hdf5[gzip,level=4]", preset="imagenet,xray",
         cache="both", rounds="5", data_dir=str(tmp_path / "d"), batch_size="32", mp_context="spawn,fork",
         persistent="on", seed="7"))
     assert opts.sizes == (10, 100000) and opts.workers == (0, 1, 2, 4)
-    assert opts.formats == ("npy", "hdf5[gzip-4]") and opts.presets == ("imagenet", "xray")
+    assert opts.formats == ("npy", "hdf5[gzip,level=4]") and opts.presets == ("imagenet", "xray")
     assert opts.cache == ("warm", "cold") and opts.rounds == 5 and opts.batch_size == 32
     assert opts.data_dir == tmp_path / "d" and opts.mp_contexts == ("spawn", "fork")
     assert opts.persistent == (True,) and opts.seed == 7
@@ -280,7 +280,7 @@ def test_cache_key_covers_everything_that_decides_the_bytes(cache_root, monkeypa
               DataCache(cache_root, seed=1).path_for(npy, "cifar", 6), dc.path_for(hdf5, "cifar", 6),
               dc.path_for(formats.get("hdf5", compression="gzip", level=4), "cifar", 6)]
     assert len({base, *others}) == 6
-    assert "hdf5_gzip-4_" in others[-1].name
+    assert "hdf5_gzip_level_4_" in others[-1].name
 
     class Npy2(Npy):
         version = 2

@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import copy
 import csv
 import hashlib
 import json
@@ -321,12 +322,12 @@ def test_generate_writes_the_preset(tmp_path, capsys):
 def test_generate_takes_a_benchmark_id_and_options(tmp_path, capsys):
     from storebench import formats
     assert main(["generate", "--preset", "cifar", "--n", "4", "--out", str(tmp_path / "a"),
-                 "--format", "hdf5[gzip-4]"]) == 0
+                 "--format", "hdf5[gzip,level=4]"]) == 0
     assert formats.read_manifest(tmp_path / "a")["format"] == "hdf5"
-    assert "hdf5[gzip-4]" in capsys.readouterr().out
+    assert "hdf5[gzip,level=4]" in capsys.readouterr().out
     assert main(["generate", "--preset", "cifar", "--n", "4", "--out", str(tmp_path / "b"),
                  "--format", "hdf5", "--option", "compression=gzip", "--option", "level=2"]) == 0
-    assert "hdf5[gzip-2]" in capsys.readouterr().out
+    assert "hdf5[gzip,level=2]" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("args, problem", [
@@ -384,3 +385,19 @@ def test_citation_cff_is_valid_cff_1_2_0():
     assert cff["keywords"] and all(isinstance(k, str) and k for k in cff["keywords"])
     version = re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.M).group(1)
     assert str(cff["version"]) == version
+
+
+def test_format_ids_of_older_results_read_as_todays(tmp_path):
+    """Rows of storebench 0.1 named hdf5[gzip-4]; with their recorded options they read as today's id."""
+    data = json.loads(SMALL.read_text())
+    row = next(b for b in data["benchmarks"] if b["extra_info"].get("id") == "npy")
+    old = copy.deepcopy(row)
+    old["extra_info"].update(id="hdf5[gzip-4]", format="hdf5",
+                             options={"compression": "gzip", "level": 4, "chunk_kib": 1024})
+    unknown = copy.deepcopy(row)
+    unknown["extra_info"].update(id="nosuch[1]", format="nosuch", options={"x": 1})
+    data["benchmarks"] = [old, unknown]
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(data))
+    labels = [b.label for b in load(path).benches]
+    assert labels == ["hdf5[gzip,level=4]", "nosuch[1]"]
