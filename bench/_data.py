@@ -38,10 +38,11 @@ from pathlib import Path
 
 import numpy as np
 from storebench.fixtures.folder import is_user_preset, user_fingerprint, user_samples
-from storebench.formats import Format, Sample, dataset_files, disk_usage
+from storebench.formats import Format, Sample, WriteReport, dataset_files
 from storebench.formats._atomic import pid_alive, write_json_atomic
 
 from storebench import fixtures, formats
+from storebench.progress import quiet
 
 #: Sources up to this many raw pixel bytes are held in memory while a write is timed;
 #: larger ones stream from their memory map (a 100k list of Samples is not allowed).
@@ -161,10 +162,6 @@ class _Tally:
             yield s
 
 
-def _no_progress(items, total, desc):
-    return items
-
-
 def _edges(r) -> list[str]:
     """Checksums of a reader's first and last samples."""
     return [fixtures.sample_checksum(r[0]), fixtures.sample_checksum(r[-1])] if len(r) else []
@@ -185,7 +182,7 @@ class DataCache:
     """
 
     def __init__(self, root: Path, seed: int = 0,
-                 progress: Callable[[Iterable, int, str], Iterable] = _no_progress):
+                 progress: Callable[[Iterable, int, str], Iterable] = quiet):
         self.root = Path(root)
         self.seed = seed
         self.progress = progress
@@ -209,7 +206,7 @@ class DataCache:
             else:
                 samples = fixtures.make_dataset(preset, n, self.seed)
             gen = self.progress(samples, n, f"generating {preset} n={n}")
-            fmt.write(tally(gen), path, overwrite=True)
+            return fmt.write(tally(gen), path, overwrite=True)
         return self._cached(fmt, preset, n, key, path, build)
 
     # ---- format datasets
@@ -234,7 +231,7 @@ class DataCache:
 
         def build(tally):
             items = self.progress(source.samples(), n, f"writing {fmt.id} {preset} n={n}")
-            fmt.write(tally(items), path, overwrite=True)
+            return fmt.write(tally(items), path, overwrite=True)
         return self._cached(fmt, preset, n, dataset_key(fmt, preset, n, self.seed), path, build, source)
 
     def _cached(self, fmt, preset, n, key, path, build, source: Dataset | None = None) -> Dataset:
@@ -246,7 +243,7 @@ class DataCache:
                 ds = None
         if ds is None:
             tally = _Tally()
-            build(tally)
+            report: WriteReport = build(tally)  # the writer's own count of files and bytes
             self.builds += 1
             with fmt.open(path) as r:
                 checksum = fixtures.dataset_checksum(self.progress(r, n, f"checking {fmt.id} n={n}"))
@@ -255,7 +252,7 @@ class DataCache:
                 shutil.rmtree(path, ignore_errors=True)
                 raise AssertionError(f"{fmt.id} is lossless but {path} reads back with checksum "
                                      f"{checksum}, not the source's {source.checksum}")
-            ds = self._save(path, key, fmt, preset, n, checksum, tally, edges)
+            ds = self._save(path, key, fmt, preset, n, checksum, tally, edges, report)
         ds.source = source
         self.used[str(path)] = ds
         return ds
@@ -320,8 +317,8 @@ class DataCache:
         return Dataset(fmt, path, preset, n, self.seed, side["checksum"], side["bytes_on_disk"],
                        side["n_files"], side["raw_bytes"], side["modes"], side["edges"])
 
-    def _save(self, path, key, fmt, preset, n, checksum, tally: _Tally, edges) -> Dataset:
-        nbytes, nfiles = disk_usage(path)
+    def _save(self, path, key, fmt, preset, n, checksum, tally: _Tally, edges, report: WriteReport) -> Dataset:
+        nbytes, nfiles = report.bytes_on_disk, report.n_files
         modes = sorted([list(m) for m in tally.modes])
         write_json_atomic(path.with_name(path.name + ".json"), {
             "sidecar_version": SIDECAR_VERSION, "key": key, "checksum": checksum, "edges": edges,

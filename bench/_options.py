@@ -38,6 +38,8 @@ class BenchOptions:
     mp_contexts: tuple[str, ...] = ("fork",)
     persistent: tuple[bool, ...] = (False, True)
     seed: int = 0
+    folds: int = 5
+    epochs: int = 3
     smoke: bool = False
 
     def to_json(self) -> dict:
@@ -185,5 +187,7 @@ def from_config(config) -> BenchOptions:
                      if mp is not None else (default_mp_context(),)),
         persistent=parse_persistent(opt("persistent")),
         seed=parse_int(opt("seed"), "--seed"),
+        folds=opt("folds"),
+        epochs=opt("epochs"),
         smoke=smoke,
     )

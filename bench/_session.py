@@ -7,10 +7,11 @@ conftest's hooks read them back at the end.
 from __future__ import annotations
 
 import contextlib
-import sys
 from functools import cached_property
 
 import pytest
+
+from storebench.progress import progress
 
 from ._bounds import Pool, make_pool
 from ._data import DataCache
@@ -100,27 +101,8 @@ class Session:
             yield
 
     def progress(self, items, total: int, desc: str):
-        """Wrap ``items`` in a tqdm bar when stderr is a terminal."""
-        with self.terminal():
-            tty = sys.stderr.isatty()
-        if not tty or total < 1000:
-            yield from items
-            return
-        from tqdm import tqdm
-
-        tqdm.monitor_interval = 0  # no monitor thread: DataLoader workers fork this process
-        with self.terminal():
-            bar = tqdm(total=total, desc=desc, unit="img", leave=False, file=sys.stderr,
-                       mininterval=0.5)
-        try:
-            for i, item in enumerate(items, 1):
-                yield item
-                if i % 256 == 0:
-                    with self.terminal():
-                        bar.update(256)
-        finally:
-            with self.terminal():
-                bar.close()
+        """Wrap ``items`` in a tqdm bar when stderr is a terminal (datasets of 1000 images or more)."""
+        return progress(items, total, desc, min_total=1000, every=256, around=self.terminal)
 
 
 def get(config) -> Session:

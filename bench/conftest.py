@@ -3,14 +3,16 @@
 A test asks for the axes it varies by argument name, and this hook
 parametrizes them from the command line: ``fmt_id`` (every available
 format and bench variant, by id), ``preset``, ``n``, ``cache``, ``loader``
-(workers, start method, persistent workers) and ``bound, op``.  Nothing here
-names a format.
+(workers, start method, persistent workers) and ``bound, op``; a read
+benchmark takes ``case`` (:class:`bench._case.Case`), which carries format,
+preset, n, cache state and dataset.  Nothing here names a format.
 """
 from __future__ import annotations
 
 import pytest
 
 from bench import _session
+from bench._case import Case
 from bench._data import Unsupported
 from bench._pagecache import unsupported as cold_unsupported
 from bench._params import bound_params, loader_specs
@@ -58,6 +60,12 @@ def dataset(session, fmt, preset, n):
         return session.data.dataset(fmt, preset, n)
     except Unsupported as err:
         pytest.skip(str(err))
+
+
+@pytest.fixture
+def case(fmt, preset, n, cache, dataset) -> Case:
+    """The read benchmark's subject: format, preset, n, cache state and dataset in one object."""
+    return Case(fmt, preset, n, cache, dataset)
 
 
 @pytest.fixture

@@ -21,16 +21,6 @@ from bench._run import format_info
 SEQUENTIAL_LIMIT = 10_000
 
 
-def _open(ds):
-    r = ds.open()
-    r.handles  # noqa: B018 -- open files and load the index now, untimed
-    return (r,)
-
-
-def _close(args):
-    args[0].close()
-
-
 def _random_access(fmt, n):
     if not fmt.random_access and n > SEQUENTIAL_LIMIT:
         pytest.skip(f"{fmt.id} has no random access: r[i] reads other samples, "
@@ -64,11 +54,11 @@ def test_write(runner, session, fmt, source, preset, n):
                   raw_bytes=source.raw_bytes, fmt_id=fmt.id)
 
 
-def test_open(runner, dataset, fmt, preset, n, cache):
+def test_open(runner, case):
     opened = []
 
     def target():
-        r = fmt.open(dataset.path)
+        r = case.fmt.open(case.dataset.path)
         r.handles  # noqa: B018 -- the files and index, which is what opening costs
         opened.append(r)
         return len(r)
@@ -77,20 +67,13 @@ def test_open(runner, dataset, fmt, preset, n, cache):
         while opened:
             opened.pop().close()
 
-    assert runner.reads(target, files=dataset.files, cache=cache, open_round=tuple,
-                        close_round=close) == n
-    runner.record(op="open", preset=preset, n=n, cache=cache, items=1, raw_bytes=None,
-                  info=format_info(fmt, preset, n, cache=cache, ds=dataset), fmt_id=fmt.id,
-                  rate_key="opens/s")
+    assert case.reads(runner, target, None, open_round=tuple, close_round=close) == case.n
+    case.record(runner, "open", items=1, rate_key="opens/s")
 
 
-def test_scan(runner, dataset, fmt, preset, n, cache):
-    count = runner.reads(scan, files=dataset.files, cache=cache,
-                         open_round=lambda: _open(dataset), close_round=_close,
-                         bounds=runner.bounds_for(fmt, "scan", preset, n))
-    assert count == n
-    runner.record(op="scan", preset=preset, n=n, cache=cache, items=n, raw_bytes=dataset.raw_bytes,
-                  info=format_info(fmt, preset, n, cache=cache, ds=dataset), fmt_id=fmt.id)
+def test_scan(runner, case):
+    assert case.reads(runner, scan, "scan") == case.n
+    case.record(runner, "scan")
 
 
 def _keys(ds):
@@ -98,25 +81,17 @@ def _keys(ds):
         return r.keys()
 
 
-def test_random(runner, session, dataset, fmt, preset, n, cache):
-    _random_access(fmt, n)
-    order = np_order(n, session.opts.seed).tolist()
-    count, last = runner.reads(lambda r: random_reads(r, order), files=dataset.files, cache=cache,
-                               open_round=lambda: _open(dataset), close_round=_close,
-                               bounds=runner.bounds_for(fmt, "random", preset, n))
-    assert count == n and last == _keys(dataset)[order[-1]]
-    runner.record(op="random", preset=preset, n=n, cache=cache, items=n,
-                  raw_bytes=dataset.raw_bytes,
-                  info=format_info(fmt, preset, n, cache=cache, ds=dataset), fmt_id=fmt.id)
+def test_random(runner, session, case):
+    _random_access(case.fmt, case.n)
+    order = np_order(case.n, session.opts.seed).tolist()
+    count, last = case.reads(runner, lambda r: random_reads(r, order), "random")
+    assert count == case.n and last == _keys(case.dataset)[order[-1]]
+    case.record(runner, "random")
 
 
-def test_batch(runner, session, dataset, fmt, preset, n, cache):
-    _random_access(fmt, n)
-    order, size = np_order(n, session.opts.seed), session.opts.batch_size
-    count, last = runner.reads(lambda r: batch_reads(r, order, size), files=dataset.files,
-                               cache=cache, open_round=lambda: _open(dataset), close_round=_close,
-                               bounds=runner.bounds_for(fmt, "batch", preset, n))
-    assert count == n and last == _keys(dataset)[order[-1]]
-    runner.record(op="batch", preset=preset, n=n, cache=cache, items=n, raw_bytes=dataset.raw_bytes,
-                  info=format_info(fmt, preset, n, cache=cache, ds=dataset, batch_size=size),
-                  fmt_id=fmt.id)
+def test_batch(runner, session, case):
+    _random_access(case.fmt, case.n)
+    order, size = np_order(case.n, session.opts.seed), session.opts.batch_size
+    count, last = case.reads(runner, lambda r: batch_reads(r, order, size), "batch")
+    assert count == case.n and last == _keys(case.dataset)[order[-1]]
+    case.record(runner, "batch", batch_size=size)

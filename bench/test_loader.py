@@ -16,7 +16,6 @@ import pytest
 pytest.importorskip("torch", reason="the DataLoader benchmarks need PyTorch")
 
 from bench._loader import epoch, make_loader  # noqa: E402
-from bench._run import format_info  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
@@ -29,8 +28,8 @@ def _quiet():
         yield
 
 
-def test_loader(runner, session, dataset, fmt, preset, n, cache, loader):
-    if cache == "cold" and loader.persistent:
+def test_loader(runner, session, case, loader):
+    if case.cache == "cold" and loader.persistent:
         pytest.skip("persistent workers keep their readers (and memory maps) open, "
                     "so the page cache cannot be emptied between epochs")
     opts = session.opts
@@ -40,7 +39,7 @@ def test_loader(runner, session, dataset, fmt, preset, n, cache, loader):
             return epoch(dl)
 
     def open_round():
-        dl = make_loader(dataset.open(), batch_size=opts.batch_size, workers=loader.workers,
+        dl = make_loader(case.dataset.open(), batch_size=opts.batch_size, workers=loader.workers,
                          mp_context=loader.mp_context, persistent=loader.persistent, seed=opts.seed)
         if loader.persistent:
             timed(dl)  # the workers start in this untimed epoch and serve the timed ones
@@ -49,10 +48,7 @@ def test_loader(runner, session, dataset, fmt, preset, n, cache, loader):
     def close(args):
         args[0].dataset.reader.close()
 
-    keys = runner.reads(timed, files=dataset.files, cache=cache, open_round=open_round,
-                        close_round=close, bounds=runner.bounds_for(fmt, "loader", preset, n))
-    with dataset.open() as r:
+    keys = case.reads(runner, timed, "loader", open_round=open_round, close_round=close)
+    with case.dataset.open() as r:
         assert sorted(keys) == sorted(r.keys()), "the epoch did not see every sample exactly once"
-    runner.record(op="loader", preset=preset, n=n, cache=cache, items=n, raw_bytes=dataset.raw_bytes,
-                  info=format_info(fmt, preset, n, cache=cache, ds=dataset, loader=loader,
-                                   batch_size=opts.batch_size), fmt_id=fmt.id)
+    case.record(runner, "loader", loader=loader, batch_size=opts.batch_size)

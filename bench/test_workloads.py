@@ -227,7 +227,7 @@ class _Scratch:
 def test_preprocess(runner, session, request, wfmt, preset_, size, prep, strategy, workers):
     preset, n = preset_, size
     seed, aug = session.opts.seed, PREPROCESS[prep]
-    folds, epochs = request.config.getoption("folds"), request.config.getoption("epochs")
+    folds, epochs = session.opts.folds, session.opts.epochs
     ds = _dataset(session, wfmt, preset, n)
     extra = {"bytes_on_disk_preprocessed": None}
     if strategy == "per-epoch":

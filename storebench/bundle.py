@@ -70,7 +70,8 @@ def rerun_command(options: dict) -> list[str]:
     args = ["storebench", "run"]
     flags = (("sizes", "--sizes", csv_), ("workers", "--workers", csv_), ("formats", "--formats", csv_),
              ("presets", "--preset", csv_), ("rounds", "--rounds", str), ("batch_size", "--batch-size", str),
-             ("mp_contexts", "--mp-context", csv_), ("seed", "--seed", str))
+             ("mp_contexts", "--mp-context", csv_), ("seed", "--seed", str), ("folds", "--folds", str),
+             ("epochs", "--epochs", str))
     for key, flag, fmt in flags:
         if options.get(key) is not None:
             args += [flag, fmt(options[key])]

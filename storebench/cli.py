@@ -24,6 +24,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from .progress import progress
 from .results import ForeignResultsWarning, ResultsError
 
 
@@ -213,21 +214,12 @@ def resolve_format(spec: str, options: Sequence[str] = ()):
         raise CommandError(f"--option: {name} does not take {opts}: {err}") from None
 
 
-def _progress(items, total: int, desc: str):
-    """``items`` with a tqdm bar on stderr when it is a terminal; untouched otherwise."""
-    if not sys.stderr.isatty():
-        return items
-    from tqdm import tqdm
-
-    return tqdm(items, total=total, desc=desc, unit="img", file=sys.stderr, mininterval=0.5)
-
-
 def _cmd_generate(args: argparse.Namespace) -> int:
     from storebench import fixtures
     fmt = resolve_format(args.format, args.option)
     if args.preset not in fixtures.PRESETS:
         raise CommandError(f"--preset: unknown {args.preset!r}; presets: {', '.join(fixtures.PRESETS)}")
-    samples = _progress(fixtures.make_dataset(args.preset, args.n, args.seed), args.n,
+    samples = progress(fixtures.make_dataset(args.preset, args.n, args.seed), args.n,
                         f"{fmt.id} {args.preset}")
     try:
         rep = fmt.write(samples, args.out, overwrite=args.overwrite)

@@ -44,7 +44,7 @@ class FakeConfig:
         self.rootpath = rootpath
         self.values = {"sizes": None, "workers": "0,2", "formats": None, "preset": "cifar",
                        "cache": "warm", "rounds": "3", "data_dir": None, "batch_size": None,
-                       "mp_context": None, "persistent": "off,on", "seed": "0",
+                       "mp_context": None, "persistent": "off,on", "seed": "0", "folds": 5, "epochs": 3,
                        "benchmark_disable": True, "benchmark_enable": False, **given}
 
     def getoption(self, name):
@@ -89,13 +89,27 @@ def test_sweep_defaults_and_explicit_options(tmp_path):
     opts = _options.from_config(FakeConfig(
         tmp_path, sizes="10,100k", workers="0,1,2,4", formats="npy,hdf5[gzip,level=4]", preset="imagenet,xray",
         cache="both", rounds="5", data_dir=str(tmp_path / "d"), batch_size="32", mp_context="spawn,fork",
-        persistent="on", seed="7"))
+        persistent="on", seed="7", folds=2, epochs=4))
     assert opts.sizes == (10, 100000) and opts.workers == (0, 1, 2, 4)
     assert opts.formats == ("npy", "hdf5[gzip,level=4]") and opts.presets == ("imagenet", "xray")
     assert opts.cache == ("warm", "cold") and opts.rounds == 5 and opts.batch_size == 32
     assert opts.data_dir == tmp_path / "d" and opts.mp_contexts == ("spawn", "fork")
-    assert opts.persistent == (True,) and opts.seed == 7
+    assert opts.persistent == (True,) and opts.seed == 7 and (opts.folds, opts.epochs) == (2, 4)
     json.dumps(opts.to_json())
+
+
+def test_recorded_options_rebuild_the_command_line(tmp_path):
+    """Every option the JSON records, --folds and --epochs included, comes back in the rerun command."""
+    from storebench.bundle import rerun_command
+
+    opts = _options.from_config(FakeConfig(
+        tmp_path, sizes="10,100", formats="npy,hdf5[gzip,level=4]", cache="both", seed="7", folds=2, epochs=4,
+        benchmark_enable=True))
+    args = rerun_command(json.loads(json.dumps(opts.to_json())))
+    text = " ".join(args)
+    assert "--folds 2" in text and "--epochs 4" in text and "--seed 7" in text
+    assert args[args.index("--formats") + 1] == "npy,hdf5[gzip,level=4]"
+    assert _options._items(args[args.index("--formats") + 1], "--formats") == ["npy", "hdf5[gzip,level=4]"]
 
 
 @pytest.mark.parametrize("option, value, match", [
