@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.storebench-installed
 PYTEST_ARGS ?=
 
-.PHONY: test bench venv golden lock clean
+.PHONY: test bench venv lint golden lock clean tox-ci
 
 # (Re)install when the project's requirements change; the lock pins every version.
 $(STAMP): pyproject.toml constraints.txt
@@ -19,6 +19,15 @@ venv: $(STAMP)
 # --benchmark-disable: every benchmark runs once, on tiny sizes, as a smoke test.
 test: $(STAMP)
 	$(BIN)/python -m pytest tests bench --benchmark-disable $(PYTEST_ARGS)
+	$(MAKE) lint
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+# The test suite on the oldest and newest supported Pythons (CI runs this after `make test`).
+tox-ci: $(STAMP)
+	$(BIN)/tox run -e py310,py313 -- tests
 
 bench: $(STAMP)
 	$(BIN)/python -m pytest bench --benchmark-enable --benchmark-autosave --benchmark-save-data \
@@ -31,6 +40,7 @@ golden: $(STAMP)
 # Re-pin constraints.txt for every supported Python (needs network access to the package index).
 lock: $(STAMP)
 	$(BIN)/python -m pip install -q uv
+	cp constraints.txt constraints.txt.tmp  # today's pins are uv's preferences: only new packages move
 	$(BIN)/uv pip compile --universal --python-version 3.10 --all-extras --no-header \
 		--no-emit-package torch --no-annotate -o constraints.txt.tmp pyproject.toml
 	# torch comes from the local CPU wheel, which needs none of the CUDA packages.
