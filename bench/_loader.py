@@ -6,6 +6,10 @@ A module of its own (importing torch).  The Dataset is storebench's
 """
 from __future__ import annotations
 
+import contextlib
+import warnings
+from collections.abc import Iterator
+
 import torch
 
 from storebench.workloads import WorkloadDataset, collate
@@ -26,3 +30,11 @@ def epoch(loader) -> list[str]:
     for batch in loader:
         keys += batch["key"]
     return keys
+
+
+@contextlib.contextmanager
+def quiet_workers() -> Iterator[None]:
+    """Silence DataLoader's warning about more workers than cores: a legitimate point of the sweep."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "This DataLoader will create", UserWarning)
+        yield

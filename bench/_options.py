@@ -191,3 +191,14 @@ def from_config(config) -> BenchOptions:
         epochs=opt("epochs"),
         smoke=smoke,
     )
+
+
+def workload_sizes(config, opts: BenchOptions) -> tuple[int, ...]:
+    """The sizes of the workload and distributed rows: ``--sizes`` if given, else the smallest default.
+
+    A workload costs milliseconds per sample, so the default n=1000 would
+    make these rows alone outlast the whole default sweep (10 minutes).
+    """
+    if config.getoption("sizes") is not None or opts.smoke:
+        return opts.sizes
+    return (min(opts.sizes),)

@@ -74,6 +74,15 @@ class Session:
     def format(self, fmt_id: str):
         return self.formats[fmt_id]
 
+    def dataset_or_skip(self, fmt, preset: str, n: int):
+        """``fmt``'s cached copy of ``(preset, n)``; the test is skipped if ``fmt`` cannot store it."""
+        from ._data import Unsupported
+
+        try:
+            return self.data.dataset(fmt, preset, n)
+        except Unsupported as err:
+            pytest.skip(str(err))
+
     def dataset_records(self) -> list[dict]:
         """The datasets this session used (none if it used no data)."""
         return self.data.records() if "data" in self.__dict__ else []

@@ -13,7 +13,6 @@ import pytest
 
 from bench import _session
 from bench._case import Case
-from bench._data import Unsupported
 from bench._pagecache import unsupported as cold_unsupported
 from bench._params import bound_params, loader_specs
 from bench._run import Runner
@@ -56,10 +55,7 @@ def source(session, preset, n):
 @pytest.fixture
 def dataset(session, fmt, preset, n):
     """``fmt``'s cached copy of (preset, n); skipped if ``fmt`` cannot store the preset."""
-    try:
-        return session.data.dataset(fmt, preset, n)
-    except Unsupported as err:
-        pytest.skip(str(err))
+    return session.dataset_or_skip(fmt, preset, n)
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ pytest.importorskip("torch", reason="the distributed benchmark needs PyTorch")
 pytest.importorskip("cv2", reason="the workloads need opencv-python-headless")
 
 from bench._data import Unsupported  # noqa: E402
+from bench._options import workload_sizes  # noqa: E402
 from bench._results import Row  # noqa: E402
 from bench._run import format_info  # noqa: E402
 
@@ -36,12 +37,6 @@ RANKS = (1, 2)
 #: Above this size ranks do not send back the keys they read.
 RECORD_LIMIT = 10_000
 
-
-def workload_sizes(config, opts) -> tuple[int, ...]:
-    """``--sizes`` if given, else the smallest default size (as bench/test_workloads.py)."""
-    if config.getoption("sizes") is not None or opts.smoke:
-        return opts.sizes
-    return (min(opts.sizes),)
 
 
 def pytest_generate_tests(metafunc):

@@ -8,24 +8,13 @@ asserts the epoch saw every sample exactly once.
 """
 from __future__ import annotations
 
-import contextlib
-import warnings
-
 import pytest
 
 pytest.importorskip("torch", reason="the DataLoader benchmarks need PyTorch")
 
-from bench._loader import epoch, make_loader  # noqa: E402
+from bench._loader import epoch, make_loader, quiet_workers  # noqa: E402
 
 pytestmark = pytest.mark.torch
-
-
-@contextlib.contextmanager
-def _quiet():
-    # More workers than cores is a legitimate point of the sweep, not a mistake.
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "This DataLoader will create", UserWarning)
-        yield
 
 
 def test_loader(runner, session, case, loader):
@@ -35,7 +24,7 @@ def test_loader(runner, session, case, loader):
     opts = session.opts
 
     def timed(dl):
-        with _quiet():
+        with quiet_workers():
             return epoch(dl)
 
     def open_round():

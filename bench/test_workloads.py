@@ -27,21 +27,20 @@ model inputs have the workload's shape.
 """
 from __future__ import annotations
 
-import contextlib
 import shutil
 import time
-import warnings
 
 import pytest
 
 torch = pytest.importorskip("torch", reason="the workload benchmarks need PyTorch")
 pytest.importorskip("cv2", reason="the workloads need opencv-python-headless")
 
-from storebench.formats import dataset_files  # noqa: E402
-
-from bench._data import Unsupported, np_order  # noqa: E402
+from bench._data import np_order  # noqa: E402
+from bench._loader import quiet_workers  # noqa: E402
+from bench._options import workload_sizes  # noqa: E402
 from bench._params import LoaderSpec  # noqa: E402
 from bench._run import format_info  # noqa: E402
+from storebench.formats import dataset_files  # noqa: E402
 from storebench.workloads import (  # noqa: E402
     FETCHES,
     WORKLOADS,
@@ -80,16 +79,6 @@ def _selected(session, group: str) -> list:
     return [p for p in params if p.id in names]
 
 
-def workload_sizes(config, opts) -> tuple[int, ...]:
-    """``--sizes`` if given, else the smallest default size.
-
-    A workload costs milliseconds per sample, so the default n=1000 would
-    make these rows alone outlast the whole default sweep (10 minutes).
-    """
-    if config.getoption("sizes") is not None or opts.smoke:
-        return opts.sizes
-    return (min(opts.sizes),)
-
 
 def pytest_generate_tests(metafunc):
     """Ids read format-preset-size-<the group's axes>-workers, like test_loader's."""
@@ -113,13 +102,6 @@ def wfmt(session, wfmt_id):
     return session.format(wfmt_id)
 
 
-def _dataset(session, fmt, preset, n):
-    try:
-        return session.data.dataset(fmt, preset, n)
-    except Unsupported as err:
-        pytest.skip(str(err))
-
-
 def _workload(name: str, seed: int):
     try:
         return get_workload(name, seed=seed)
@@ -127,17 +109,9 @@ def _workload(name: str, seed: int):
         pytest.skip(str(err))
 
 
-@contextlib.contextmanager
-def _quiet():
-    # More workers than cores is a legitimate point of the sweep, not a mistake.
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "This DataLoader will create", UserWarning)
-        yield
-
-
 def _loader(data, workers: int, session, *, pin: bool = False):
     opts = session.opts
-    with _quiet():
+    with quiet_workers():
         return torch.utils.data.DataLoader(
             data, batch_size=opts.batch_size, shuffle=True, collate_fn=collate, num_workers=workers,
             multiprocessing_context=opts.mp_contexts[0] if workers else None,
@@ -169,7 +143,7 @@ def _epochs(session, data, workers, check: str | None, *, pin=False, to_cuda=Fal
 
     def epoch(dl):
         keys = []
-        with _quiet():
+        with quiet_workers():
             for batch in dl:
                 if to_cuda:
                     batch["image"].to("cuda", non_blocking=True)
@@ -198,7 +172,7 @@ def _run_epochs(runner, session, ds, reader, workload, workers, check, **kw):
 
 def test_workload(runner, session, wfmt, preset_, size, workload, workers):
     preset, n = preset_, size
-    ds = _dataset(session, wfmt, preset, n)
+    ds = session.dataset_or_skip(wfmt, preset, n)
     wl = _workload(workload, session.opts.seed)
     with ds.open() as r:
         split = time_split(r, wl, np_order(n, session.opts.seed)[:SPLIT_SAMPLES])
@@ -228,7 +202,7 @@ def test_preprocess(runner, session, request, wfmt, preset_, size, prep, strateg
     preset, n = preset_, size
     seed, aug = session.opts.seed, PREPROCESS[prep]
     folds, epochs = session.opts.folds, session.opts.epochs
-    ds = _dataset(session, wfmt, preset, n)
+    ds = session.dataset_or_skip(wfmt, preset, n)
     extra = {"bytes_on_disk_preprocessed": None}
     if strategy == "per-epoch":
         wl, prep_s, read_ds = _workload(f"{prep}+{aug}", seed), 0.0, ds
@@ -264,7 +238,7 @@ def test_preprocess(runner, session, request, wfmt, preset_, size, prep, strateg
 
 def test_fetch(runner, session, wfmt, preset_, size, fetch, workers):
     preset, n = preset_, size
-    ds = _dataset(session, wfmt, preset, n)
+    ds = session.dataset_or_skip(wfmt, preset, n)
     _run_epochs(runner, session, ds, ds.open(), None, workers, None, fetch=fetch)
     info = format_info(wfmt, preset, n, cache="warm", ds=ds, loader=_spec(session, workers),
                        batch_size=session.opts.batch_size)
@@ -277,7 +251,7 @@ def test_gpu(runner, session, wfmt, preset_, size, pin, workers):
     preset, n = preset_, size
     if not torch.cuda.is_available():
         pytest.skip(f"no CUDA device: torch {torch.__version__} reports torch.cuda.is_available() False")
-    ds = _dataset(session, wfmt, preset, n)
+    ds = session.dataset_or_skip(wfmt, preset, n)
     wl = _workload("classify-aug", session.opts.seed)
     _run_epochs(runner, session, ds, ds.open(), wl, workers, "classify-aug", pin=pin, to_cuda=True)
     info = format_info(wfmt, preset, n, cache="warm", ds=ds, loader=_spec(session, workers),
