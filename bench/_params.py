@@ -5,7 +5,7 @@ from typing import NamedTuple
 
 import pytest
 
-from ._bounds import BOUND_OPS, bound_kind, bound_of
+from ._bounds import FLOOR, GATHER
 
 
 class LoaderSpec(NamedTuple):
@@ -36,13 +36,12 @@ def loader_specs(opts) -> list[LoaderSpec]:
 
 
 def bound_params(formats: dict) -> list:
-    """``pytest.param(bound, op)`` for the bounds of ``formats`` (id -> Format); floor and gather always.
+    """``pytest.param(bound, op)`` for the bounds ``formats`` (id -> Format) declare, each op it
+    is measured for; floor and gather always.
 
     A library bound is listed only when its format is, so its library imports.
     """
-    names = ["floor", "gather"]
+    bounds = {FLOOR.name: FLOOR, GATHER.name: GATHER}
     for fmt in formats.values():
-        if (b := bound_of(fmt)) not in names:
-            names.append(b)
-    return [pytest.param(name, op, id=f"{name}-{op}")
-            for name in names for op in BOUND_OPS[bound_kind(name)]]
+        bounds.setdefault(fmt.bound.name, fmt.bound)
+    return [pytest.param(b, op, id=f"{b.name}-{op}") for b in bounds.values() for op in b.ops]

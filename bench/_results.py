@@ -12,11 +12,11 @@ import sys
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import cast
 
-#: Distributions whose versions go into machine_info, when installed.
-LIBRARIES = ("numpy", "h5py", "lmdb", "pillow", "torch", "pydicom", "zarr", "numcodecs", "pyarrow",
-             "simplejpeg", "opencv-python-headless", "opencv-python", "tfrecord", "webdataset",
-             "albumentations", "scikit-image", "psutil", "tqdm", "pytest-benchmark")
+#: Distributions the benchmark itself uses, whose versions go into machine_info when installed;
+#: each format adds the ones it declares (``Format.libraries``).
+LIBRARIES = ("numpy", "torch", "albumentations", "scikit-image", "psutil", "tqdm", "pytest-benchmark")
 
 
 @dataclass
@@ -51,7 +51,7 @@ class Results:
             return []
         order = {op: i for i, op in enumerate(("write", "open", "scan", "random", "batch", "loader", "bound"))}
         timed.sort(key=lambda r: (order.get(r.op if r.fmt_id else "bound", 9), r.op, r.preset, r.n,
-                                  r.cache or "", -r.rate))
+                                  r.cache or "", -cast(float, r.rate)))
         w = max(len(r.name) for r in timed)
         lines = [f"{'group':7} {'row':{w}} {'images/s':>12} {'MB/s':>9}  efficiency"]
         for r in timed:
@@ -105,19 +105,11 @@ def machine_info(data_dir: Path) -> dict:
 
     from storebench import formats
     libs = {d: v for d in LIBRARIES if (v := _version(d)) is not None}
-    try:
-        import h5py
-        libs["libhdf5"] = h5py.version.hdf5_version
-    except ImportError:
-        pass
-    try:
-        import lmdb
-        libs["liblmdb"] = ".".join(map(str, lmdb.version()))
-    except ImportError:
-        pass
     fmts = {}
     for name, cls in formats.available().items():
+        libs.update(cls.library_versions())
         fmts[name] = {"version": cls.version, **cls().info()}
+    libs = dict(sorted(libs.items()))
     return {
         "python": platform.python_version(),
         "libraries": libs,
@@ -133,7 +125,7 @@ def machine_info(data_dir: Path) -> dict:
 
 def storebench_version(root: Path) -> dict:
     """The storebench package version and the git commit of ``root`` (if it is a checkout)."""
-    out = {"version": _version("storebench"), "commit": None, "dirty": None}
+    out: dict[str, str | bool | None] = {"version": _version("storebench"), "commit": None, "dirty": None}
     try:
         head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
                               text=True, timeout=10)

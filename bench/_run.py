@@ -18,11 +18,11 @@ what the disk costs.  Write and open rows have no bound.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._bounds import BoundRun, NoBound, bound_of, open_bound
-from ._data import Dataset, jsonable
+from ._bounds import GATHER, Bound, BoundRun, NoBound, open_bound
+from ._data import Dataset, Unsupported, jsonable, np_order
 from ._ops import OPS
 from ._pagecache import CacheState
 from ._results import Row
@@ -69,6 +69,19 @@ class Runner:
     def pedantic(self, target: Callable, setup: Callable | None = None) -> Any:
         return self.benchmark.pedantic(target, setup=setup, rounds=self.rounds)
 
+    def open_bound(self, bound: Bound, op: str, preset: str, n: int) -> BoundRun:
+        """``bound``'s loop for ``op`` on ``(preset, n)``, with this session's pool, order,
+        batch size and cache, and the dataset of ``bound.dataset_of``.  Raises NoBound."""
+        s = self.session
+        dataset = None
+        if bound.dataset_of is not None:
+            try:
+                dataset = s.data.dataset(bound.dataset_of, preset, n).path
+            except Unsupported as err:
+                raise NoBound(str(err)) from err
+        return open_bound(bound, op, pool=s.pool(preset, n), perm=np_order(n, s.opts.seed),
+                          batch=s.opts.batch_size, root=s.data.root, dataset=dataset)
+
     def bounds_for(self, fmt, op: str, preset: str, n: int) -> list[BoundRun]:
         """The bounds a read row is compared with: its own, and the gather for batches.
 
@@ -81,18 +94,18 @@ class Runner:
         if bound_op not in OPS:
             return []
         out = []
-        for name in (bound_of(fmt),) + (("gather",) if bound_op == "batch" else ()):
+        for bound in (fmt.bound,) + ((GATHER,) if bound_op == "batch" else ()):
             try:
-                out.append(open_bound(self.session, name, bound_op, preset, n))
+                out.append(self.open_bound(bound, bound_op, preset, n))
             except NoBound:
                 pass  # e.g. no gather of ragged images: no ratio, nothing to time
         if out:
-            self.bound_op = out[0].info["op"]  # decode-only times a scan for any order
+            self.bound_op = out[0].info["op"]  # a bound measured for scans only times a scan
         return out
 
     def reads(self, target: Callable, *, files, cache: str, open_round: Callable[[], tuple],
               close_round: Callable[[tuple], None] = lambda args: None,
-              bounds: list[BoundRun] = ()) -> Any:
+              bounds: Sequence[BoundRun] = ()) -> Any:
         """Time ``target(*open_round())`` under ``cache``, with ``bounds`` interleaved.
 
         Warm: the files are read once, and one ``open_round()`` serves every
@@ -139,10 +152,10 @@ class Runner:
         ``items`` images and ``raw_bytes`` pixel bytes are handled per round;
         images/s (or ``rate_key``) and MB/s come from the fastest round: on a
         shared machine other processes only ever add time.  A format row's
-        bound is the one :func:`bound_of` names.
+        bound is the one its format declares.
         """
         if fmt_id is not None and bound is None:
-            bound = bound_of(self.session.format(fmt_id))
+            bound = self.session.format(fmt_id).bound.name
         b = self.benchmark
         extra = b.extra_info
         extra.update(info)

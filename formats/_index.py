@@ -18,6 +18,7 @@ import zipfile
 from collections.abc import Mapping, Sequence
 from os import PathLike
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 
@@ -99,7 +100,7 @@ class IndexWriter:
     def save(self, file: str | PathLike) -> None:
         """Write the index as an uncompressed ``.npz``."""
         with open(file, "wb") as f:
-            np.savez(f, **self.arrays())
+            np.savez(f, **cast("dict[str, Any]", self.arrays()))
 
 
 def encode_meta(meta: Mapping) -> bytes:
@@ -121,9 +122,13 @@ class Index:
         The dataset, named in errors.
     columns : sequence of str
         Extra columns the format needs; a missing one is a DatasetError.
+    count : int, optional
+        The sample count the manifest gives; an index of another length is a
+        DatasetError.
     """
 
-    def __init__(self, arrays: Mapping[str, np.ndarray], path, columns: Sequence[str] = ()):
+    def __init__(self, arrays: Mapping[str, np.ndarray], path, columns: Sequence[str] = (),
+                 count: int | None = None):
         self.path = path
         try:
             a = {k: np.asarray(arrays[k]) for k in _BASE_COLUMNS}
@@ -131,6 +136,8 @@ class Index:
         except KeyError as err:
             raise DatasetError(path, f"index is missing column {err.args[0]!r}") from None
         n = len(a["label"])
+        if count is not None and n != count:
+            raise DatasetError(path, f"index holds {n} samples, the manifest {count}")
         key_off = a["key_off"]
         try:
             key_text = a["keys"].tobytes().decode("utf-8", "surrogatepass")
@@ -165,7 +172,7 @@ class Index:
         self._meta_off: list[int] = a["meta_off"].tolist()
         self.columns = extra
         # Per-sample (shape, dtype) tuples for building image views cheaply.
-        shapes = [(h, w) if c == 0 else (h, w, c) for h, w, c in a["shape"].tolist()]
+        shapes: list[tuple[int, ...]] = [(h, w) if c == 0 else (h, w, c) for h, w, c in a["shape"].tolist()]
         self.image_shape: list[tuple[int, ...]] = shapes
         self.image_dtype: list[np.dtype] = [DTYPES[d] for d in a["dtype"].tolist()]
 
@@ -175,8 +182,9 @@ class Index:
             raise DatasetError(self.path, f"index column {name!r} is damaged")
 
     @classmethod
-    def load(cls, file: str | PathLike, path=None, columns: Sequence[str] = ()) -> Index:
-        """Load an index saved by :meth:`IndexWriter.save`; DatasetError if unusable."""
+    def load(cls, file: str | PathLike, path=None, columns: Sequence[str] = (),
+             count: int | None = None) -> Index:
+        """Load an index saved by :meth:`IndexWriter.save`; DatasetError if unusable or not ``count`` long."""
         path = path if path is not None else file
         try:
             # Open the file ourselves: np.load leaves it open when the zip is damaged.
@@ -186,7 +194,7 @@ class Index:
             raise DatasetError(path, f"index file {Path(file).name} is missing") from err
         except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as err:
             raise DatasetError(path, f"index file {Path(file).name} is damaged: {err}") from err
-        return cls(arrays, path, columns)
+        return cls(arrays, path, columns, count)
 
     def nbytes(self, i: int) -> int:
         """Bytes of image ``i``'s pixels."""

@@ -35,6 +35,8 @@ from pydicom.uid import (
 )
 
 from ._api import DatasetError, Format, Reader
+from ._bound import Bound, BoundInput, BoundRun
+from ._fs import dataset_files
 from ._index import Index, IndexWriter
 
 MODES = frozenset({("uint8", 0), ("uint8", 1), ("uint16", 0), ("uint16", 1), ("uint8", 3)})
@@ -66,6 +68,12 @@ def _to_dataset(s, i: int, study: str, series: str) -> Dataset:
 class DICOM(Format):
     name = "dicom"
     modes = MODES
+    image_codec = "dicom"
+    libraries = ("pydicom",)
+
+    @property
+    def bound(self) -> Bound:
+        return Bound("bare-pydicom", bare_pydicom)
 
     def info(self):
         return {"pydicom": pydicom.__version__, "transfer_syntax": ExplicitVRLittleEndian.name}
@@ -84,9 +92,7 @@ class DICOM(Format):
 
 class DICOMReader(Reader):
     def _open_handles(self):
-        index = Index.load(self.path / "index.npz", self.path)
-        if index.n != self._n:
-            raise DatasetError(self.path, f"index holds {index.n} samples, the manifest {self._n}")
+        index = Index.load(self.path / "index.npz", self.path, count=self._n)
         if not (self.path / "images").is_dir():
             raise DatasetError(self.path, "images/ is missing")
         self._index = index
@@ -111,9 +117,6 @@ class DICOMReader(Reader):
                                f"the index says {dtype} {shape}")
         return index.sample(i, arr.reshape(shape))
 
-    def _keys(self):
-        return list(self._index.keys)
-
     def dataset(self, i: int) -> Dataset:
         """The whole pydicom Dataset of sample ``i`` (tags included), e.g. for :func:`display_transform`."""
         if not -self._n <= i < self._n:
@@ -124,6 +127,26 @@ class DICOMReader(Reader):
 
 
 DICOM.reader = DICOMReader
+
+
+def bare_pydicom(c: BoundInput) -> BoundRun:
+    """``pydicom.dcmread(file).pixel_array`` + Sample, on a folder of the pool's images as DICOM files."""
+    pool = c.pool
+
+    def make(tmp: Path):
+        tmp.mkdir()
+        study, series = generate_uid(), generate_uid()
+        for i, a in enumerate(pool.args):
+            _to_dataset(pool.sample(i, a[1]), i, study, series).save_as(tmp / f"{i:08d}.dcm",
+                                                                       enforce_file_format=True)
+
+    path = c.store("bare.dicom", make)
+    files = [str(path / f"{i:08d}.dcm") for i in range(pool.m)]
+    shapes = [a[1].shape for a in pool.args]
+    dcmread = pydicom.dcmread
+    return BoundRun(c.each(lambda i: dcmread(files[i]).pixel_array.reshape(shapes[i])),
+                    files=dataset_files(path))
+
 
 
 def display_transform(ds: Dataset, *, size: int | None = None) -> np.ndarray:
@@ -149,5 +172,5 @@ def display_transform(ds: Dataset, *, size: int | None = None) -> np.ndarray:
         h, w = out.shape
         scale = size / min(h, w)
         new = (max(1, round(w * scale)), max(1, round(h * scale)))
-        out = np.asarray(Image.fromarray(out).resize(new, Image.LANCZOS))
+        out = np.asarray(Image.fromarray(out).resize(new, Image.LANCZOS))  # type: ignore[attr-defined, unused-ignore]  # Pillow 13 sets it dynamically
     return out

@@ -92,6 +92,8 @@ class JPEG(Format):
     name = "jpeg"
     lossless = False
     modes = frozenset({("uint8", 0), ("uint8", 1), ("uint8", 3)})
+    image_codec = "jpeg"  # bound: decode-only, this format's own bytes decoded from memory
+    libraries = ("simplejpeg", "opencv-python-headless", "opencv-python", "pillow")
     bench_variants = ({}, {"quality": 75}, {"quality": 95})
 
     def __init__(self, quality: int = 90):
@@ -132,9 +134,7 @@ class _Handles:
 
 class JPEGReader(Reader):
     def _open_handles(self):
-        index = Index.load(self.path / "index.npz", self.path)
-        if index.n != self._n:
-            raise DatasetError(self.path, f"index holds {index.n} samples, the manifest {self._n}")
+        index = Index.load(self.path / "index.npz", self.path, count=self._n)
         try:
             handles = _Handles(self.path / "images")
         except FileNotFoundError as err:
@@ -155,9 +155,6 @@ class JPEGReader(Reader):
         if img.shape[:2] != shape[:2]:
             raise DatasetError(self.path, f"images/{name} decodes to {img.shape}, expected {shape}")
         return index.sample(i, img.reshape(shape))
-
-    def _keys(self):
-        return list(self._index.keys)
 
 
 JPEG.reader = JPEGReader

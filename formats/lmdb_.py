@@ -25,8 +25,11 @@ import lmdb
 import numpy as np
 
 from ._api import DatasetError, Format, Reader
+from ._bound import Bound, BoundInput, BoundRun
+from ._fs import dataset_files
 from ._mmap import RssBudget, find_mapping
 from ._record import RecordError, decode, encode
+from ._sample import make_sample
 
 FILE = "data.mdb"
 KEYS = b"\xffkeys"  # sorts after every position key
@@ -36,6 +39,15 @@ _pos = struct.Struct(">Q").pack
 
 class LMDB(Format):
     name = "lmdb"
+    libraries = ("lmdb",)
+
+    @property
+    def bound(self) -> Bound:
+        return Bound("bare-lmdb", bare_lmdb)
+
+    @classmethod
+    def library_versions(cls):
+        return {**super().library_versions(), "liblmdb": ".".join(map(str, lmdb.version()))}
 
     def info(self):
         return {"lmdb": lmdb.__version__, "liblmdb": ".".join(map(str, lmdb.version()))}
@@ -154,3 +166,54 @@ class LMDBReader(Reader):
 
 
 LMDB.reader = LMDBReader
+
+
+# --------------------------------------------------------------------------- bound
+
+
+def bare_lmdb(c: BoundInput) -> BoundRun:
+    """``txn.get`` + ``np.frombuffer`` + Sample on an LMDB environment of the pool's raw
+    pixels under 8-byte keys; a scan walks a cursor."""
+    pool, touch = c.pool, c.touch
+
+    def make(tmp: Path):
+        nbytes = sum(a[1].nbytes + 64 for a in pool.args)
+        with lmdb.open(str(tmp), map_size=2 * nbytes + (64 << 20), subdir=True) as env:
+            with env.begin(write=True) as txn:
+                for i, a in enumerate(pool.args):
+                    txn.put(_pos(i), np.ascontiguousarray(a[1]).tobytes())
+            env.sync(True)
+
+    path = c.store("bare.lmdb", make)
+    env = lmdb.open(str(path), readonly=True, lock=False, readahead=False, subdir=True)
+    keys = [_pos(i) for i in range(pool.m)]
+    spec = [(a[1].dtype, a[1].shape) for a in pool.args]
+    meta = [(a[0], a[2], a[3], a[4], a[5]) for a in pool.args]
+    frombuffer = np.frombuffer
+    if c.op == "scan":
+        n, m = len(c.order), pool.m
+
+        def run():
+            k = 0
+            with env.begin() as txn:
+                while k < n:
+                    for i, (_key, v) in enumerate(txn.cursor()):
+                        dt, sh = spec[i]
+                        key, label, boxes, bl, mt = meta[i]
+                        touch(make_sample(key, frombuffer(v, dt).reshape(sh), label, boxes, bl, mt).image)
+                        k += 1
+                        if k == n or i == m - 1:
+                            break
+            return k
+    else:
+        idx = c.idx
+
+        def run():
+            with env.begin() as txn:
+                get = txn.get
+                for i in idx:
+                    dt, sh = spec[i]
+                    key, label, boxes, bl, mt = meta[i]
+                    touch(make_sample(key, frombuffer(get(keys[i]), dt).reshape(sh), label, boxes, bl, mt).image)
+            return len(idx)
+    return BoundRun(run, env.close, dataset_files(path))

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ._api import DatasetError, Format, Reader
+from ._bound import Bound, BoundInput, BoundRun
 from ._index import Index, IndexWriter
 from ._mmap import RssBudget
 
@@ -37,6 +38,11 @@ def _npy_header(length: int) -> bytes:
 
 class Npy(Format):
     name = "npy"
+    libraries = ("numpy",)
+
+    @property
+    def bound(self) -> Bound:
+        return Bound("bare-numpy", bare_numpy)
 
     def _write(self, samples, root: Path):
         index = IndexWriter(columns=("offset",))
@@ -49,7 +55,7 @@ class Npy(Format):
                 f.write(bytes(pad))
                 pos += pad
                 index.add(s, offset=pos)
-                f.write(memoryview(img).cast("B"))
+                f.write(memoryview(img).cast("B"))  # type: ignore[arg-type]  # ndarray is a buffer; numpy stubs lack it
                 pos += img.nbytes
             f.seek(0)
             f.write(_npy_header(pos))
@@ -58,7 +64,7 @@ class Npy(Format):
 
 class NpyReader(Reader):
     def _open_handles(self):
-        index = Index.load(self.path / "index.npz", self.path, ("offset",))
+        index = Index.load(self.path / "index.npz", self.path, ("offset",), self._n)
         try:
             mm = np.load(self.path / "pixels.npy", mmap_mode="r")
         except FileNotFoundError as err:
@@ -70,7 +76,7 @@ class NpyReader(Reader):
         nbytes = np.asarray([index.nbytes(i) for i in range(index.n)], np.int64)
         start = index.columns["offset"]
         end = start + nbytes
-        if index.n != self._n or (index.n and (start.min() < 0 or end.max() > len(mm))):
+        if index.n and (start.min() < 0 or end.max() > len(mm)):
             raise DatasetError(self.path, "index does not match pixels.npy (truncated?)")
         self._index = index
         self._span = list(zip(start.tolist(), end.tolist()))
@@ -100,8 +106,24 @@ class NpyReader(Reader):
             charge(b - a)
             yield sample(i, a, b)
 
-    def _keys(self):
-        return list(self._index.keys)
-
 
 Npy.reader = NpyReader
+
+
+def bare_numpy(c: BoundInput) -> BoundRun:
+    """``np.load(mmap_mode="r")`` of the pool's pixels as one flat array; a slice and a view + Sample per image."""
+    pool = c.pool
+    spans, spec = pool.spans(), [(a[1].dtype, a[1].shape) for a in pool.args]
+
+    def make(tmp: Path):
+        with open(tmp, "wb") as f:  # a file object: np.save would append ".npy" to the name
+            np.save(f, pool.flat())
+
+    path = c.store("bare.npy", make)
+    flat = np.load(path, mmap_mode="r").view(np.ndarray)
+
+    def image(i):
+        (a, b), (dt, sh) = spans[i], spec[i]
+        buf = flat[a:b]
+        return (buf if dt.itemsize == 1 else buf.view(dt)).reshape(sh)
+    return BoundRun(c.each(image), files=[path])

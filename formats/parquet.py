@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ._api import DatasetError, Format, Reader, _sample
+from ._bound import Bound, BoundInput, BoundRun, named
 from ._index import decode_meta, encode_meta
 
 COMPRESSIONS = ("none", "snappy", "zstd")
@@ -56,6 +58,7 @@ def _table(rows: list) -> pa.Table:
 class Parquet(Format):
     name = "parquet"
     bench_variants = ({}, {"row_group_size": 100})
+    libraries = ("pyarrow",)
 
     def __init__(self, row_group_size: int = 1000, compression: str = "none"):
         if not (isinstance(row_group_size, int) and row_group_size >= 1):
@@ -63,6 +66,17 @@ class Parquet(Format):
         if compression not in COMPRESSIONS:
             raise ValueError(f"compression: must be one of {COMPRESSIONS}, got {compression!r}")
         self.row_group_size, self.compression = row_group_size, compression
+
+    @property
+    def random_access(self):
+        """Only with one row per row group: ``r[i]`` reads and decodes its whole row group."""
+        return self.row_group_size == 1
+
+    @property
+    def bound(self) -> Bound:
+        """bare-pyarrow with this format's row groups and compression."""
+        return Bound(named("bare-pyarrow", self), partial(bare_pyarrow, rows=self.row_group_size,
+                                                          compression=self.compression))
 
     def info(self):
         return {"pyarrow": pa.__version__}
@@ -82,13 +96,12 @@ class _Block:
     def __init__(self, t, path):
         c = {k: t.column(k) for k in SCHEMA.names}
         c = {k: v.combine_chunks() if isinstance(v, pa.ChunkedArray) else v for k, v in c.items()}
-        img, box = c["image"], c["boxes"]
-        off = np.frombuffer(img.buffers()[1], np.int64)[img.offset:][:len(img) + 1]
-        self.data, self.off = np.frombuffer(img.buffers()[2] or b"", np.uint8), off.tolist()
+        box = c["boxes"]
+        self.off, self.data = _binary(c["image"])
         self.keys, self.label, self.meta = (c[k].to_pylist() for k in ("key", "label", "meta"))
         self.dtype = [np.dtype(d) for d in c["dtype"].to_pylist()]
         h, w, ch = (c[k].to_numpy().astype(np.int64) for k in ("height", "width", "channels"))
-        if (h * w * np.maximum(ch, 1) * [d.itemsize for d in self.dtype] != np.diff(off)).any():
+        if (h * w * np.maximum(ch, 1) * [d.itemsize for d in self.dtype] != np.diff(self.off)).any():
             raise DatasetError(path, "data.parquet: image sizes do not match their shapes")
         self.shape = [(a, b, k) if k else (a, b) for a, b, k in np.stack([h, w, ch], 1).tolist()]
         self.box_off = box.offsets.to_numpy().tolist()
@@ -151,3 +164,71 @@ class ParquetReader(Reader):
 
 
 Parquet.reader = ParquetReader
+
+
+def _binary(col) -> tuple[list[int], np.ndarray]:
+    """The offsets (a list) and the data (zero-copy) of a large_binary Arrow array."""
+    col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    off = np.frombuffer(col.buffers()[1], np.int64)[col.offset:][:len(col) + 1]
+    return off.tolist(), np.frombuffer(col.buffers()[2] or b"", np.uint8)
+
+
+def bare_pyarrow(c: BoundInput, rows: int, compression: str) -> BoundRun:
+    """pyarrow on a Parquet file of the pool's pixels (one binary column, ``rows`` per row group):
+    ``iter_batches`` for a scan, ``read_row_group`` for ``r[i]`` (the last one kept), and
+    ``read_row_groups`` + ``take`` for a batch; each image a view + Sample."""
+    pool, touch, sample = c.pool, c.touch, c.pool.sample
+    spec = [(a[1].dtype, a[1].shape) for a in pool.args]
+
+    def make(tmp: Path):
+        imgs = pa.array([a[1].tobytes() for a in pool.args], pa.large_binary())
+        pq.write_table(pa.table({"image": imgs}), tmp, row_group_size=rows, compression=compression.upper(),
+                       use_dictionary=False, write_statistics=False)
+
+    path = c.store(f"bare-{rows}-{compression}.parquet", make)
+    pf = pq.ParquetFile(path, pre_buffer=False)
+
+    def put(i, off, data, j):
+        dt, sh = spec[i]
+        touch(sample(i, data[off[j]:off[j + 1]].view(dt).reshape(sh)).image)
+
+    if c.op == "scan":
+        n = len(c.order)
+
+        def run():
+            k = 0
+            while k < n:
+                for b in pf.iter_batches(batch_size=rows, columns=["image"]):
+                    off, data = _binary(b.column(0))
+                    for j in range(min(len(off) - 1, n - k)):
+                        put(k % pool.m, off, data, j)
+                        k += 1
+                    if k == n:
+                        break
+            return k
+    elif c.op == "random":
+        idx = c.idx
+
+        def run():
+            group = None
+            for i in idx:
+                if group != i // rows:
+                    group = i // rows
+                    off, data = _binary(pf.read_row_group(group, columns=["image"]).column(0))
+                put(i, off, data, i % rows)
+            return len(idx)
+    else:
+        chunks = c.chunks()
+
+        def run():
+            k = 0
+            for ch in chunks:
+                groups = np.unique(ch // rows)
+                first = np.searchsorted(groups, ch // rows) * rows  # where each group starts in the read
+                t = pf.read_row_groups(groups.tolist(), columns=["image"])
+                off, data = _binary(t.column(0).take(first + ch % rows))
+                for j, i in enumerate(ch.tolist()):
+                    put(i, off, data, j)
+                    k += 1
+            return k
+    return BoundRun(run, pf.close, [path])

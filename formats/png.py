@@ -29,6 +29,21 @@ from ._api import DatasetError, Format, Reader, read_file
 from ._index import Index, IndexWriter
 
 IMAGES = "images"
+#: What PNG holds: uint8 with 0-4 channels, uint16 gray; (H, W, 1) is stored as 2-D.
+MODES = frozenset({("uint8", c) for c in range(5)} | {("uint16", 0), ("uint16", 1)})
+
+
+def encode(img: np.ndarray, compress_level: int = 6) -> bytes:
+    """PNG bytes of ``img`` (one of :data:`MODES`), with Pillow.
+
+    uint16 2-D arrays become mode ``I;16``; uint8 ones L, LA, RGB or RGBA.
+    One encoder for every format that stores PNG (png, zip, tar).
+    """
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    out = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(img)).save(out, format="PNG", compress_level=compress_level)
+    return out.getvalue()
 
 
 def decode(buf) -> np.ndarray:
@@ -48,8 +63,9 @@ def _name(i: int) -> str:
 
 class PNG(Format):
     name = "png"
-    # (H, W, 1) is stored as 2-D and reshaped back from the index.
-    modes = frozenset({("uint8", c) for c in range(5)} | {("uint16", 0), ("uint16", 1)})
+    modes = MODES  # (H, W, 1) is stored as 2-D and reshaped back from the index
+    image_codec = "png"  # bound: decode-only, this format's own bytes decoded from memory
+    libraries = ("pillow",)
     bench_variants = ({}, {"compress_level": 1})
 
     def __init__(self, compress_level: int = 6):
@@ -64,21 +80,14 @@ class PNG(Format):
         (root / IMAGES).mkdir()
         index = IndexWriter()
         for i, s in enumerate(samples):
-            img = s.image
-            if img.ndim == 3 and img.shape[2] == 1:
-                img = img[:, :, 0]
-            # uint16 2-D arrays become mode "I;16"; uint8 become L, LA, RGB or RGBA.
-            Image.fromarray(np.ascontiguousarray(img)).save(
-                root / _name(i), format="PNG", compress_level=self.compress_level)
+            (root / _name(i)).write_bytes(encode(s.image, self.compress_level))
             index.add(s)
         index.save(root / "index.npz")
 
 
 class PNGReader(Reader):
     def _open_handles(self):
-        index = Index.load(self.path / "index.npz", self.path)
-        if index.n != self._n:
-            raise DatasetError(self.path, f"index holds {index.n} samples, manifest {self._n}")
+        index = Index.load(self.path / "index.npz", self.path, count=self._n)
         if not (self.path / IMAGES).is_dir():
             raise DatasetError(self.path, f"{IMAGES}/ folder is missing")
         self._index = index
@@ -108,9 +117,6 @@ class PNGReader(Reader):
         if img.shape != shape and img.shape + (1,) != shape:
             raise DatasetError(self.path, f"{name} is {img.shape}, index says {shape}")
         return index.sample(i, img.reshape(shape))
-
-    def _keys(self):
-        return list(self._index.keys)
 
 
 PNG.reader = PNGReader

@@ -25,9 +25,13 @@ twice the pickle format's and each process's first read parses the whole
 from __future__ import annotations
 
 import dbm
+import pickle
 import shelve
+from pathlib import Path
 
 from ._api import DatasetError, Format, Reader, Sample
+from ._bound import Bound, BoundInput, BoundRun
+from ._fs import dataset_files
 from ._index import Index, IndexWriter
 from ._pickling import loads
 
@@ -38,6 +42,10 @@ class Shelve(Format):
     name = "shelve"
     version = 2  # records name storebench.formats._sample.make_sample (v1: formats._api._sample)
     executes_code = True  # unpickles on read: trusted datasets only
+
+    @property
+    def bound(self) -> Bound:
+        return Bound("bare-dbm", bare_dbm)
 
     def _write(self, samples, root):
         index = IndexWriter()
@@ -54,9 +62,7 @@ class Shelve(Format):
 
 class ShelveReader(Reader):
     def _open_handles(self):
-        index = Index.load(self.path / "index.npz", self.path)
-        if index.n != self._n:
-            raise DatasetError(self.path, f"index holds {index.n} samples, manifest {self._n}")
+        index = Index.load(self.path / "index.npz", self.path, count=self._n)
         try:
             shelf = shelve.open(str(self.path / SHELF), "r")
         except (*dbm.error, ValueError, SyntaxError) as err:  # dbm.dumb parses its .dir text
@@ -98,11 +104,28 @@ class ShelveReader(Reader):
         except (KeyError, UnicodeEncodeError):  # a lone surrogate could never have been stored
             raise KeyError(key) from None
 
-    def _keys(self):
-        return list(self._index.keys)
-
     def info(self):
         return {**super().info(), "dbm_backend": self.manifest.get("dbm_backend")}
 
 
 Shelve.reader = ShelveReader
+
+
+def bare_dbm(c: BoundInput) -> BoundRun:
+    """``pickle.loads(db[key])`` on a ``dbm`` database (the backend shelve uses) of the pool Samples."""
+    def make(tmp: Path):
+        tmp.mkdir()
+        with dbm.open(str(tmp / SHELF), "n") as db:
+            for i, a in enumerate(c.pool.args):
+                db[str(i).encode()] = pickle.dumps(c.pool.sample(i, a[1]), protocol=5)
+
+    path = c.store("bare.dbm", make)
+    db = dbm.open(str(path / SHELF), "r")
+    keys = [str(i).encode() for i in range(c.pool.m)]
+    idx, touch, unpickle = c.idx, c.touch, pickle.loads
+
+    def run():
+        for i in idx:
+            touch(unpickle(db[keys[i]]).image)
+        return len(idx)
+    return BoundRun(run, db.close, dataset_files(path), {"dbm_backend": dbm.whichdb(str(path / SHELF))})

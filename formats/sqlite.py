@@ -22,11 +22,13 @@ network file systems whose locking is broken).
 from __future__ import annotations
 
 import sqlite3
+from functools import partial
 from itertools import islice
 from pathlib import Path
 from urllib.parse import quote
 
 from ._api import DatasetError, Format, Reader
+from ._bound import Bound, BoundInput, BoundRun, named
 from ._record import RecordError, decode, encode
 
 BATCH = 1000  # rows per executemany: bounds the Python-side buffer
@@ -40,6 +42,11 @@ class SQLite(Format):
         if page_size not in {2 ** k for k in range(9, 17)}:
             raise ValueError(f"page_size: must be a power of two in 512..65536, got {page_size!r}")
         self.page_size = page_size
+
+    @property
+    def bound(self) -> Bound:
+        """bare-sqlite with this format's page size."""
+        return Bound(named("bare-sqlite", self), partial(bare_sqlite, page_size=self.page_size))
 
     def info(self):
         return {"sqlite": sqlite3.sqlite_version}
@@ -70,9 +77,8 @@ class SQLiteReader(Reader):
         file = self.path / "data.sqlite"
         if not file.is_file():
             raise DatasetError(self.path, "data.sqlite is missing")
-        uri = f"file:{quote(str(file.resolve()))}?mode=ro&immutable=1"
         # A serialized build (threadsafety 3, the usual) lets threads share the connection.
-        con = sqlite3.connect(uri, uri=True, check_same_thread=sqlite3.threadsafety != 3)
+        con = _connect(file, check_same_thread=sqlite3.threadsafety != 3)
         try:
             # A header check plus a cheap query: connect() alone accepts any file.
             (last,) = con.execute("SELECT max(pos) FROM samples").fetchone()
@@ -143,3 +149,43 @@ class SQLiteReader(Reader):
 
 
 SQLite.reader = SQLiteReader
+
+
+def _connect(file: Path, **kwargs) -> sqlite3.Connection:
+    """A read-only connection that skips locks and change checks: a finished file never changes."""
+    return sqlite3.connect(f"file:{quote(str(file.resolve()))}?mode=ro&immutable=1", uri=True, **kwargs)
+
+
+def bare_sqlite(c: BoundInput, page_size: int) -> BoundRun:
+    """One ``SELECT`` of a pool image's pixel blob by rowid + ``np.frombuffer`` + Sample;
+    a scan steps one ``SELECT ... ORDER BY pos``."""
+    pool, touch = c.pool, c.touch
+
+    def make(tmp: Path):
+        con = sqlite3.connect(tmp)
+        try:
+            con.execute(f"PRAGMA page_size = {page_size}")
+            con.execute("PRAGMA journal_mode = OFF")
+            con.execute("CREATE TABLE t (pos INTEGER PRIMARY KEY, image BLOB NOT NULL)")
+            con.executemany("INSERT INTO t VALUES (?, ?)", ((i, a[1].tobytes()) for i, a in enumerate(pool.args)))
+            con.commit()
+        finally:
+            con.close()
+
+    path = c.store(f"bare-{page_size}.sqlite", make)
+    con = _connect(path)
+    if c.op != "scan":
+        query = "SELECT image FROM t WHERE pos = ?"
+        return BoundRun(c.each(lambda i: pool.pixels(i, con.execute(query, (i,)).fetchone()[0])), con.close, [path])
+    n, sample, pixels = len(c.order), pool.sample, pool.pixels
+
+    def run():
+        k = 0
+        while k < n:
+            for i, (blob,) in enumerate(con.execute("SELECT image FROM t ORDER BY pos")):
+                touch(sample(i, pixels(i, blob)).image)
+                k += 1
+                if k == n:
+                    break
+        return k
+    return BoundRun(run, con.close, [path])

@@ -28,16 +28,18 @@ from pathlib import Path
 import numpy as np
 
 if "torch" not in sys.modules and "tfrecord" not in sys.modules:
-    sys.modules["tfrecord.torch"] = None  # tfrecord/__init__'s optional torch import fails fast
+    sys.modules["tfrecord.torch"] = None  # type: ignore[assignment]  # tfrecord/__init__'s optional torch import fails fast
     try:
         importlib.import_module("tfrecord")
     finally:
         del sys.modules["tfrecord.torch"]  # a later ``import tfrecord.torch`` still works
 from google.protobuf.message import DecodeError
 from tfrecord import example_pb2
+from tfrecord.reader import tfrecord_loader
 from tfrecord.writer import TFRecordWriter
 
 from ._api import _NO_BOXES, _NO_LABELS, DatasetError, Format, Reader, _sample
+from ._bound import Bound, BoundInput, BoundRun
 from ._index import DTYPES, decode_meta, encode_meta
 
 BLOCK = 8 << 20  # bytes per read while scanning
@@ -46,6 +48,11 @@ _DTYPE = {d.name.encode(): d for d in DTYPES}
 
 class TFRecord(Format):
     name = "tfrecord"
+    libraries = ("tfrecord", "protobuf")
+
+    @property
+    def bound(self) -> Bound:
+        return Bound("bare-tfrecord", bare_tfrecord, ops=("scan",))
 
     def info(self):
         from google.protobuf import __version__ as pb
@@ -148,3 +155,32 @@ class TFRecordReader(Reader):
 
 
 TFRecord.reader = TFRecordReader
+
+
+def bare_tfrecord(c: BoundInput) -> BoundRun:
+    """The ``tfrecord`` package's own iteration (``tfrecord_loader``) over Examples holding the
+    pool's pixels as one bytes feature, + a view + Sample; scans only (the package has no ``r[i]``).
+
+    Each pass reads a whole file (breaking out would leave the package's file open): the pool's,
+    and for a last, partial pass a file of the pool's first samples.
+    """
+    pool, touch, sample, pixels = c.pool, c.touch, c.pool.sample, c.pool.pixels
+
+    def store(count: int) -> Path:
+        def make(tmp: Path):
+            with closing(TFRecordWriter(str(tmp))) as w:
+                for a in pool.args[:count]:
+                    w.write({"image": (a[1].tobytes(), "byte")})
+        return c.store("bare.tfrecord" if count == pool.m else f"bare-{count}.tfrecord", make)
+
+    n = len(c.order)
+    passes = [str(store(pool.m))] * (n // pool.m) + ([str(store(n % pool.m))] if n % pool.m else [])
+
+    def run():
+        k = 0
+        for path in passes:
+            for i, ex in enumerate(tfrecord_loader(path, None, {"image": "byte"})):
+                touch(sample(i, pixels(i, ex["image"])).image)
+                k += 1
+        return k
+    return BoundRun(run, files=sorted({Path(p) for p in passes}))

@@ -16,6 +16,7 @@ only ``verify`` notices.
 """
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,8 @@ import zarr
 from zarr.codecs import BloscCodec, ZstdCodec
 
 from ._api import DatasetError, Format, Reader
+from ._bound import Bound, BoundInput, BoundRun, named
+from ._fs import dataset_files
 from ._index import DTYPES, Index, IndexWriter
 
 CODECS = ("none", "zstd", "blosc")
@@ -32,6 +35,8 @@ BLOCK = 4 << 20  # bytes per append while writing and per read while scanning
 class Zarr(Format):
     name = "zarr"
     bench_variants = ({}, {"codec": "zstd"})
+    random_access = False  # r[i] reads and decodes every chunk its bytes touch (1 MiB by default)
+    libraries = ("zarr", "numcodecs")
 
     def __init__(self, codec: str = "none", level: int = 3, chunk_kib: int = 1024):
         if codec not in CODECS:
@@ -39,6 +44,11 @@ class Zarr(Format):
         if not 1 <= chunk_kib <= 1 << 20:
             raise ValueError(f"chunk_kib: must be in 1..{1 << 20}, got {chunk_kib!r}")
         self.codec, self.level, self.chunk_kib = codec, level, chunk_kib
+
+    @property
+    def bound(self) -> Bound:
+        """bare-zarr with this format's codec and chunks."""
+        return Bound(named("bare-zarr", self), partial(bare_zarr, fmt=self))
 
     def info(self):
         return {"zarr": zarr.__version__, "zarr_format": 3}
@@ -97,10 +107,10 @@ class ZarrReader(Reader):
             arrays = {name: group[f"index/{name}"][...] for name in names}
         except (OSError, KeyError, ValueError, TypeError) as err:
             raise DatasetError(self.path, f"data.zarr is missing or damaged: {err!r}") from err
-        index = Index(arrays, self.path, ("offset",))
+        index = Index(arrays, self.path, ("offset",), self._n)
         start, (h, w, c) = index.columns["offset"], index.shape.T
         end = start + h * w * np.maximum(c, 1) * np.array([d.itemsize for d in DTYPES])[index.dtype]
-        if pixels.dtype != np.uint8 or pixels.ndim != 1 or index.n != self._n or \
+        if pixels.dtype != np.uint8 or pixels.ndim != 1 or \
                 (index.n and (start.min() < 0 or end.max() > pixels.shape[0])):
             raise DatasetError(self.path, "index does not match data.zarr/pixels (truncated?)")
         self._index = index
@@ -149,8 +159,50 @@ class ZarrReader(Reader):
                 buf = self._get(lo, min(hi, self._handles.shape[0]))
             yield self._sample(i, buf[a - lo:b - lo])
 
-    def _keys(self):
-        return list(self._index.keys)
-
 
 Zarr.reader = ZarrReader
+
+
+def bare_zarr(c: BoundInput, fmt: Zarr) -> BoundRun:
+    """``arr[a:b]`` + a view + Sample on one flat zarr array of the pool's pixels, with ``fmt``'s
+    codec and chunks: one slice per image, or per ``BLOCK`` bytes cut into images for a scan."""
+    pool, touch = c.pool, c.touch
+    spans, spec = pool.spans(), [(a[1].dtype, a[1].shape) for a in pool.args]
+
+    def make(tmp: Path):
+        flat = pool.flat()
+        arr = zarr.create_array(zarr.storage.LocalStore(tmp), shape=flat.shape, dtype="uint8",
+                                chunks=(min(fmt.chunk_kib << 10, flat.size),), compressors=fmt._compressors(),
+                                fill_value=0, zarr_format=3)
+        arr[:] = flat
+
+    path = c.store(f"bare-{fmt.codec}-{fmt.level}-{fmt.chunk_kib}.zarr", make)
+    arr = zarr.open_array(zarr.storage.LocalStore(path, read_only=True), mode="r")
+
+    def image(i, buf):
+        dt, sh = spec[i]
+        return buf.view(dt).reshape(sh)
+    if c.op != "scan":
+        return BoundRun(c.each(lambda i: image(i, arr[spans[i][0]:spans[i][1]])), files=dataset_files(path))
+    blocks, i = [], 0  # (first, last + 1) of runs of pool positions up to BLOCK bytes
+    while i < pool.m:
+        j = i + 1
+        while j < pool.m and spans[j][1] - spans[i][0] <= BLOCK:
+            j += 1
+        blocks.append((i, j))
+        i = j
+    n, sample = len(c.order), pool.sample
+
+    def run():
+        k = 0
+        while k < n:
+            for i, j in blocks:
+                lo = spans[i][0]
+                out = arr[lo:spans[j - 1][1]]
+                for p in range(i, min(j, i + n - k)):
+                    touch(sample(p, image(p, out[spans[p][0] - lo:spans[p][1] - lo])).image)
+                k += min(j - i, n - k)
+                if k == n:
+                    break
+        return k
+    return BoundRun(run, files=dataset_files(path))

@@ -21,20 +21,18 @@ seeks on one file offset and returns garbage.
 """
 from __future__ import annotations
 
-import io
 import sys
 import zipfile
+from functools import partial
 from pathlib import Path
 
 import PIL
-from PIL import Image
 
-from . import _record
+from . import _record, png
 from ._api import ALL_MODES, DatasetError, Format, Reader
+from ._bound import Bound, BoundInput, BoundRun, named
 from ._index import Index, IndexWriter
-from .png import decode as decode_png
 
-PNG_MODES = frozenset({("uint8", c) for c in range(5)} | {("uint16", 0), ("uint16", 1)})
 _COMPRESSION = {"stored": zipfile.ZIP_STORED, "deflate": zipfile.ZIP_DEFLATED}
 _EXT = {"png": ".png", "raw": ".bin"}
 
@@ -48,7 +46,8 @@ def safe_member(name: str) -> bool:
 
 class Zip(Format):
     name = "zip"
-    modes = PNG_MODES  # of the default encoding; an instance with encoding="raw" takes all
+    modes = png.MODES  # of the default encoding; an instance with encoding="raw" takes all
+    libraries = ("pillow",)
     bench_variants = ({}, {"encoding": "raw"}, {"compression": "deflate", "encoding": "raw"})
 
     def __init__(self, compression: str = "stored", encoding: str = "png"):
@@ -61,6 +60,16 @@ class Zip(Format):
         if encoding == "raw":
             self.modes = ALL_MODES
 
+    @property
+    def image_codec(self):
+        return self.encoding
+
+    @property
+    def bound(self) -> Bound:
+        """bare-zipfile with this format's compression and encoding."""
+        return Bound(named("bare-zipfile", self), partial(bare_zipfile, compression=self.compression,
+                                                          encoding=self.encoding))
+
     def info(self):
         return {"zipfile": f"python {sys.version.split()[0]}", "pillow": PIL.__version__}
 
@@ -69,14 +78,7 @@ class Zip(Format):
         ext, ctype = _EXT[self.encoding], _COMPRESSION[self.compression]
         with zipfile.ZipFile(root / "data.zip", "w", ctype, allowZip64=True) as zf:
             for i, s in enumerate(samples):
-                if self.encoding == "raw":
-                    data = _record.encode(s)
-                else:
-                    img = s.image
-                    out = io.BytesIO()
-                    Image.fromarray(img[:, :, 0] if img.ndim == 3 and img.shape[2] == 1
-                                    else img).save(out, "PNG")
-                    data = out.getvalue()
+                data = _record.encode(s) if self.encoding == "raw" else png.encode(s.image)
                 # A fixed timestamp keeps archives of the same samples byte-identical.
                 zf.writestr(zipfile.ZipInfo(f"{i:08d}{ext}", (1980, 1, 1, 0, 0, 0)), data, ctype)
                 index.add(s)
@@ -85,9 +87,7 @@ class Zip(Format):
 
 class ZipReader(Reader):
     def _open_handles(self):
-        index = Index.load(self.path / "index.npz", self.path)
-        if index.n != self._n:
-            raise DatasetError(self.path, f"index holds {index.n} samples, the manifest {self._n}")
+        index = Index.load(self.path / "index.npz", self.path, count=self._n)
         try:
             zf = zipfile.ZipFile(self.path / "data.zip")
         except FileNotFoundError as err:
@@ -118,7 +118,7 @@ class ZipReader(Reader):
             if not self._png:
                 s = _record.decode(buf)
             else:
-                img = decode_png(buf)
+                img = png.decode(buf)
         except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
             raise DatasetError(self.path, f"data.zip member {info.filename} is damaged: {err}") from err
         if not self._png:
@@ -132,8 +132,30 @@ class ZipReader(Reader):
                                f"expected {shape}")
         return self._index.sample(i, img.reshape(shape))
 
-    def _keys(self):
-        return list(self._index.keys)
-
 
 Zip.reader = ZipReader
+
+
+def bare_zipfile(c: BoundInput, compression: str, encoding: str) -> BoundRun:
+    """``ZipFile.read`` of a member + decode (PNG) or ``np.frombuffer`` (raw) + Sample,
+    on an archive of the pool's images."""
+    pool, ext, ctype = c.pool, _EXT[encoding], _COMPRESSION[compression]
+
+    def make(tmp: Path):
+        with zipfile.ZipFile(tmp, "w", ctype, allowZip64=True) as zf:
+            for i, a in enumerate(pool.args):
+                zf.writestr(f"{i:08d}{ext}", png.encode(a[1]) if encoding == "png" else a[1].tobytes())
+
+    path = c.store(f"bare-{compression}-{encoding}.zip", make)
+    zf = zipfile.ZipFile(path)
+    infos = [zf.getinfo(f"{i:08d}{ext}") for i in range(pool.m)]
+    spec = [(a[1].dtype, a[1].shape) for a in pool.args]
+
+    def image(i):
+        buf = zf.read(infos[i])
+        if encoding != "png":
+            return pool.pixels(i, buf)
+        dt, sh = spec[i]
+        img = png.decode(buf)
+        return (img if img.dtype == dt else img.astype(dt)).reshape(sh)
+    return BoundRun(c.each(image), zf.close, [path])
