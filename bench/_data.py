@@ -37,11 +37,11 @@ from glob import escape as glob_escape
 from pathlib import Path
 
 import numpy as np
+
+from storebench import fixtures, formats
 from storebench.fixtures.folder import is_user_preset, user_fingerprint, user_samples
 from storebench.formats import Format, Sample, WriteReport, dataset_files
 from storebench.formats._atomic import pid_alive, write_json_atomic
-
-from storebench import fixtures, formats
 from storebench.progress import quiet
 
 #: Sources up to this many raw pixel bytes are held in memory while a write is timed;
@@ -69,7 +69,7 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", text)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _user_data(preset: str) -> str:
     return user_fingerprint(preset)  # once per session: it stats every file of the folder
 
@@ -143,7 +143,8 @@ class Dataset:
     def record(self) -> dict:
         """What the JSON hook reports about this dataset."""
         return {**dataset_key(self.fmt, self.preset, self.n, self.seed),
-                "role": "dataset" if self.source else "source", "checksum": self.checksum, "bytes_on_disk": self.bytes_on_disk,
+                "role": "dataset" if self.source else "source", "checksum": self.checksum,
+                "bytes_on_disk": self.bytes_on_disk,
                 "n_files": self.n_files, "raw_bytes": self.raw_bytes,
                 "source_checksum": self.source.checksum if self.source else self.checksum}
 
@@ -344,7 +345,7 @@ def write_source(source: Dataset) -> Callable[[], Iterable[Sample]]:
     """
     if source.raw_bytes <= WRITE_SOURCE_BUDGET:
         with source.open() as r:
-            held = [s for s in r]
+            held = list(r)
         return lambda: iter(held)
     return source.samples
 

@@ -19,7 +19,8 @@ def make_loader(reader, *, batch_size: int, workers: int, mp_context: str | None
                 persistent: bool, seed: int) -> torch.utils.data.DataLoader:
     """A shuffled DataLoader over ``reader`` with a seeded order."""
     return torch.utils.data.DataLoader(
-        WorkloadDataset(reader, fetch="batch"), batch_size=batch_size, shuffle=True, collate_fn=collate,
+        WorkloadDataset(reader, fetch="batch"),  # type: ignore[arg-type]  # a duck-typed map-style dataset
+        batch_size=batch_size, shuffle=True, collate_fn=collate,
         num_workers=workers, multiprocessing_context=mp_context if workers else None,
         persistent_workers=persistent, generator=torch.Generator().manual_seed(seed))
 

@@ -36,6 +36,7 @@ import socket
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -47,7 +48,6 @@ except ImportError:  # run from a checkout that is not installed
     sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
     from storebench import formats
 from storebench.formats import dataset_files
-
 from storebench.workloads import (
     FETCHES,
     WORKLOADS,
@@ -126,9 +126,11 @@ def main(argv=None) -> dict | None:
     workload = None if args.workload == "none" else get_workload(args.workload, seed=args.seed)
     data = WorkloadDataset(reader, workload, fetch=args.fetch)
     sampler = SAMPLERS[args.sampler](data, num_replicas=world, rank=rank, shuffle=True, seed=args.seed)
-    loader = DataLoader(data, batch_size=args.batch_size, sampler=sampler, collate_fn=collate,
-                        num_workers=args.workers, persistent_workers=args.workers > 0, pin_memory=cuda,
-                        multiprocessing_context=args.mp_context if args.workers else None)
+    loader: DataLoader[Any] = DataLoader(
+        data,  # type: ignore[arg-type]  # a duck-typed map-style dataset, not a torch Dataset subclass
+        batch_size=args.batch_size, sampler=sampler, collate_fn=collate,
+        num_workers=args.workers, persistent_workers=args.workers > 0, pin_memory=cuda,
+        multiprocessing_context=args.mp_context if args.workers else None)
     device = torch.device("cuda", local_rank) if cuda else None
     epochs = []
     for epoch in range(args.epochs):
@@ -153,8 +155,9 @@ def main(argv=None) -> dict | None:
         total, slowest = torch.tensor([float(count)]), torch.tensor([seconds])
         dist.all_reduce(total, op=dist.ReduceOp.SUM)
         dist.all_reduce(slowest, op=dist.ReduceOp.MAX)
-        row = {"epoch": epoch, "images": int(total.item()), "seconds": round(slowest.item(), 6),
-               "images/s": round(total.item() / slowest.item(), 1) if slowest.item() > 0 else None}
+        row: dict[str, Any] = {
+            "epoch": epoch, "images": int(total.item()), "seconds": round(slowest.item(), 6),
+            "images/s": round(total.item() / slowest.item(), 1) if slowest.item() > 0 else None}
         if args.record_keys:
             per_rank = [None] * world
             dist.all_gather_object(per_rank, keys)

@@ -25,10 +25,10 @@ import pytest
 pytest.importorskip("torch", reason="the distributed benchmark needs PyTorch")
 pytest.importorskip("cv2", reason="the workloads need opencv-python-headless")
 
-from bench._data import Unsupported  # noqa: E402
-from bench._options import workload_sizes  # noqa: E402
-from bench._results import Row  # noqa: E402
-from bench._run import format_info  # noqa: E402
+from bench._data import Unsupported
+from bench._options import workload_sizes
+from bench._results import Row
+from bench._run import format_info
 
 pytestmark = pytest.mark.torch
 SCRIPT = Path(__file__).resolve().with_name("ddp_read.py")

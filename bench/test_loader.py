@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("torch", reason="the DataLoader benchmarks need PyTorch")
 
-from bench._loader import epoch, make_loader, quiet_workers  # noqa: E402
+from bench._loader import epoch, make_loader, quiet_workers
 
 pytestmark = pytest.mark.torch
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ._api import Format, Reader, WriteReport
+from ._bound import FLOOR, GATHER, Bound, BoundInput, BoundRun, NoBound, Pool
 from ._errors import ChecksumError, DatasetError
 from ._fs import dataset_files, disk_usage
 from ._manifest import MANIFEST, read_manifest
@@ -26,6 +27,13 @@ from ._sample import ALL_MODES, NO_BOXES, NO_LABELS, Sample, describe_modes, mak
 
 __all__ = [
     "ALL_MODES",
+    "FLOOR",
+    "GATHER",
+    "Bound",
+    "BoundInput",
+    "BoundRun",
+    "NoBound",
+    "Pool",
     "ENTRY_POINT_GROUP",
     "MANIFEST",
     "NO_BOXES",
@@ -57,7 +65,7 @@ def open_dataset(path: str | os.PathLike, *, verify: bool = False) -> Reader:
     manifest = read_manifest(path)
     try:
         fmt = get(manifest["format"], **manifest.get("options", {}))
-    except (KeyError, TypeError) as err:
+    except (KeyError, TypeError, ValueError) as err:  # unknown format, or options out of range
         raise DatasetError(path, f"cannot open format {manifest['format']!r}: {err}") from err
     return fmt.open(path, verify=verify)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import inspect
 import json
 import os
@@ -110,6 +111,60 @@ class WriteReport:
                 "bytes_on_disk": self.bytes_on_disk, "n_files": self.n_files}
 
 
+def option_id(name: str, defaults: dict[str, Any], options: dict[str, Any]) -> str:
+    """The id of format ``name`` with ``options`` (see :attr:`Format.id`)."""
+    parts = []
+    for pos, (k, d) in enumerate(defaults.items()):
+        v = options.get(k, d)
+        if v != d:
+            parts.append(str(v) if pos == 0 else f"{k}={v}")
+    return f"{name}[{','.join(parts)}]" if parts else name
+
+
+def _option_type_error(name: str, value: Any, default: Any) -> str | None:
+    """Why ``value`` cannot stand for an option whose default is ``default`` (None if it can).
+
+    ``True`` is an int to Python, never to an option: ``row_group_size=true``
+    on a command line must not mean 1.
+    """
+    if default is None or value is None and default is None:
+        return None
+    kind = type(default)
+    if kind is bool:
+        ok = isinstance(value, (bool, np.bool_))
+    elif kind is int:
+        ok = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+    elif kind is float:
+        ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+    elif kind is str:
+        ok = isinstance(value, str)
+    else:
+        return None
+    if ok:
+        return None
+    return f"{name}: must be {kind.__name__} like its default {default!r}, got {type(value).__name__} {value!r}"
+
+
+def _checking_option_types(init):
+    """Wrap a format's ``__init__`` so an option of the wrong type is a ValueError naming it."""
+    sig = inspect.signature(init)
+
+    @functools.wraps(init)
+    def checked(self, *args, **kwargs):
+        bound = sig.bind(self, *args, **kwargs)
+        for name, value in list(bound.arguments.items())[1:]:
+            param = sig.parameters[name]
+            if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD) or param.default is param.empty:
+                continue
+            why = _option_type_error(name, value, param.default)
+            if why:
+                raise ValueError(f"{type(self).__name__}: {why}")
+        init(self, *args, **kwargs)
+
+    checked._checks_option_types = True
+    return checked
+
+
 class Format(ABC):
     """A storage format.
 
@@ -130,24 +185,68 @@ class Format(ABC):
         Image kinds the format stores; anything else is refused on write with
         a ``ValueError``.  Channels 0 means a 2-D ``(H, W)`` image.
     random_access : bool
-        Whether ``r[i]`` avoids reading other samples.
+        Whether ``r[i]`` avoids reading and decoding other samples (false
+        where a read decodes a whole row group or compressed chunk); may be a
+        property where an option decides it.
     executes_code : bool
         Whether reading unpickles Python objects, so that a malicious dataset
         can run code: such datasets must only be opened when trusted.
     bench_variants : tuple of dict
         Option sets the benchmark suite sweeps, as constructor kwargs.
+    image_codec : str
+        How the stored images are encoded: ``"raw"`` (the pixels themselves,
+        perhaps inside a container's compression such as gzip or zstd),
+        ``"png"``, ``"jpeg"`` or ``"dicom"`` (DICOM files); a plug-in may name
+        another.  A property where an option decides it (zip's ``encoding``).
+        Not ``codec``: zarr's option of that name picks its compressor.
+    libraries : tuple of str
+        Distributions whose versions matter for this format's figures; the
+        benchmark's machine info records them (see :meth:`library_versions`).
+    bound : storebench.formats._bound.Bound
+        The bound row this format is measured against: the bare use of its
+        own library producing the same Samples.  The default comes from
+        ``image_codec``: ``decode-only[<id>]`` for ``"png"`` and ``"jpeg"``,
+        ``floor`` otherwise (see :mod:`storebench.formats._bound`).  A format
+        overrides it with a property: ``return Bound("bare-lmdb", bare_lmdb)``.
     """
 
     name: ClassVar[str]
     version: ClassVar[int] = 1
     lossless: ClassVar[bool] = True
-    modes: ClassVar[frozenset] = ALL_MODES
+    modes: frozenset = ALL_MODES  # an instance may narrow or widen it (zip's encoding)
     random_access: ClassVar[bool] = True
     executes_code: ClassVar[bool] = False
     bench_variants: ClassVar[tuple[dict, ...]] = ({},)
+    image_codec: ClassVar[str] = "raw"
+    libraries: ClassVar[tuple[str, ...]] = ()
     reader: ClassVar[type[Reader]]
 
+    @property
+    def bound(self):
+        """The :class:`~storebench.formats._bound.Bound` of this format (default: by ``image_codec``)."""
+        from ._bound import default_bound
+        return default_bound(self)
+
+    @classmethod
+    def library_versions(cls) -> dict[str, str]:
+        """Installed versions of ``libraries`` (missing ones left out); native libraries may add theirs."""
+        from importlib import metadata
+
+        out = {}
+        for dist in cls.libraries:
+            try:
+                out[dist] = metadata.version(dist)
+            except metadata.PackageNotFoundError:
+                pass
+        return out
+
     # ---- options and identity
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is not None and not getattr(init, "_checks_option_types", False):
+            cls.__init__ = _checking_option_types(init)
 
     @classmethod
     def _option_defaults(cls) -> dict[str, Any]:
@@ -165,12 +264,15 @@ class Format(ABC):
 
     @property
     def id(self) -> str:
-        """Stable readable id: the name plus non-default option values, e.g. ``hdf5[gzip-2]``."""
-        changed = [
-            str(getattr(self, k)) for k, d in self._option_defaults().items()
-            if getattr(self, k) != d
-        ]
-        return f"{self.name}[{'-'.join(changed)}]" if changed else self.name
+        """Stable readable id, unique per option set: ``hdf5``, ``hdf5[lzf]``, ``hdf5[gzip,level=4]``.
+
+        The non-default options in constructor order; the first constructor
+        option (a format's main choice: compression, quality, ...) shows its
+        value alone, every other one ``name=value``, so two option sets never
+        share an id.  Ids of storebench 0.1 (``hdf5[gzip-4]``) are mapped to
+        these by :func:`storebench.formats.canonical_id`.
+        """
+        return option_id(self.name, self._option_defaults(), self.options)
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
@@ -205,6 +307,8 @@ class Format(ABC):
             an item that is not a Sample.
         """
         path = Path(path)
+        if path.name in ("", ".", ".."):
+            raise ValueError(f"{str(path)!r}: names no new directory (its last part is {path.name!r})")
         if path.exists() and not overwrite:
             raise FileExistsError(f"{path}: already exists (pass overwrite=True to replace it)")
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -330,8 +434,8 @@ class Reader(ABC):
         self.manifest = manifest
         self.verify_reads = verify
         self._n = manifest["count"]
-        self._handles = None
-        self._index = None
+        self._handles: Any = None  # what _open_handles returned, None until then (and after fork)
+        self._index: Any = None  # the subclass's index, set by _open_handles
         self._key_pos: dict[str, int] | None = None
         self._closed = False
         self._crcs: np.ndarray | None = None
@@ -365,7 +469,11 @@ class Reader(ABC):
             yield read(i)
 
     def _keys(self) -> list[str]:
-        """All keys in write order; the default reads every sample."""
+        """All keys in write order: the index's key list where ``self._index`` has one, else
+        read from every sample."""
+        keys = getattr(self._index, "keys", None)
+        if isinstance(keys, list):
+            return list(keys)
         return [s.key for s in self._iter()]
 
     # ---- public API
@@ -408,18 +516,30 @@ class Reader(ABC):
                                  f"out of range for {n} samples")
         if self._handles is None:
             self.handles
-        out = self._read_many(idx)
-        if self.verify_reads:
-            for i, smp in zip(idx.tolist(), out):
-                self._check(i, smp)
+        if not self.verify_reads:
+            return self._read_many(idx)
+        with self._damage_as_dataset_error(f"samples {idx[:4].tolist()}{'...' if len(idx) > 4 else ''}"):
+            out = self._read_many(idx)
+        for i, smp in zip(idx.tolist(), out):
+            self._check(i, smp)
         return out
 
     def __iter__(self) -> Iterator[Sample]:
         if self._handles is None:
             self.handles
         if self.verify_reads:
-            return (self._check(i, smp) for i, smp in enumerate(self._iter()))
+            return self._checked_iter()
         return self._iter()
+
+    def _checked_iter(self) -> Iterator[Sample]:
+        it, i = self._iter(), 0
+        while True:
+            with self._damage_as_dataset_error(f"sample {i} (in a scan)"):
+                smp = next(it, None)
+            if smp is None:
+                return
+            yield self._check(i, smp)
+            i += 1
 
     # ---- checksums
 
@@ -441,13 +561,19 @@ class Reader(ABC):
             raise ChecksumError(self.path, f"sample {i} (key {smp.key!r}) does not match its checksum")
         return smp
 
-    def _checked_read(self, i: int) -> Sample:
+    @contextlib.contextmanager
+    def _damage_as_dataset_error(self, what: str) -> Iterator[None]:
+        """Under ``verify``, a library's error on damaged bytes becomes a DatasetError naming ``what``."""
         try:
-            smp = self._read(i)
+            yield
         except DatasetError:
             raise
         except (ValueError, OSError, KeyError, IndexError, TypeError, EOFError) as err:
-            raise DatasetError(self.path, f"sample {i} cannot be read: {type(err).__name__}: {err}") from err
+            raise DatasetError(self.path, f"{what} cannot be read: {type(err).__name__}: {err}") from err
+
+    def _checked_read(self, i: int) -> Sample:
+        with self._damage_as_dataset_error(f"sample {i}"):
+            smp = self._read(i)
         return self._check(i, smp)
 
     def verify(self) -> list[str]:

@@ -13,7 +13,7 @@ _FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", errno.ENOSPC
 _FULL_TEXT = ("no space left", "file too large", "disk is full", "quota exceeded")
 
 
-def _is_disk_full(err: BaseException) -> bool:
+def _is_disk_full(err: BaseException | None) -> bool:
     """Whether a library's write error means the disk (or a size limit) is full.
 
     h5py, lmdb and sqlite3 each report ENOSPC/EFBIG in their own exception types.

@@ -30,10 +30,10 @@ def content_crc(s: Sample, *, pixels: bool = True) -> int:
     head = (f"{s.key}\x00{s.label}\x00{img.dtype.str}{img.shape}\x00"
             f"{json.dumps(s.meta, sort_keys=True, separators=(',', ':'))}").encode("utf-8", "surrogatepass")
     crc = zlib.crc32(head)
-    crc = zlib.crc32(np.ascontiguousarray(s.boxes, "<f4"), crc)
-    crc = zlib.crc32(np.ascontiguousarray(s.box_labels, "<i8"), crc)
+    crc = zlib.crc32(np.ascontiguousarray(s.boxes, "<f4"), crc)  # type: ignore[arg-type]  # ndarray is a buffer; numpy stubs lack it
+    crc = zlib.crc32(np.ascontiguousarray(s.box_labels, "<i8"), crc)  # type: ignore[arg-type]  # ndarray is a buffer
     if pixels:
-        crc = zlib.crc32(np.ascontiguousarray(img, img.dtype.newbyteorder("<")), crc)
+        crc = zlib.crc32(np.ascontiguousarray(img, img.dtype.newbyteorder("<")), crc)  # type: ignore[arg-type]  # buffer
     return crc
 
 

@@ -29,6 +29,16 @@ def _is_unicode(text: str) -> bool:
     return True
 
 
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def _check_int64(value: int, where: str) -> int:
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise ValueError(f"{where}: {value if value.bit_length() < 200 else f'a {value.bit_length()}-bit int'} "
+                         "is outside int64, which every format stores")
+    return value
+
+
 def _check_meta(meta: Any) -> dict:
     if not isinstance(meta, Mapping):
         raise ValueError(f"meta: must be a mapping, got {type(meta).__name__}")
@@ -45,6 +55,8 @@ def _check_meta(meta: Any) -> dict:
                 f"meta[{k!r}]: must be str, int, float, bool or None, "
                 f"got {type(v).__name__}"
             )
+        if isinstance(v, int) and not isinstance(v, bool):
+            _check_int64(v, f"meta[{k!r}]")
         out[k] = v
     return out
 
@@ -102,7 +114,7 @@ class Sample:
         label = self.label
         if isinstance(label, (bool, np.bool_)) or not isinstance(label, (int, np.integer)):
             raise ValueError(f"label: must be int, got {type(label).__name__}")
-        set_(self, "label", int(label))
+        set_(self, "label", _check_int64(int(label), "label"))
         try:
             boxes = np.asarray(_NO_BOXES if self.boxes is None else self.boxes)
         except Exception as err:  # ragged lists and the like
@@ -130,6 +142,8 @@ class Sample:
             raise ValueError(f"box_labels: must be a 1-D integer array, got {bl.dtype} {bl.shape}")
         if len(bl) != len(boxes):
             raise ValueError(f"box_labels: {len(bl)} labels for {len(boxes)} boxes")
+        if bl.size and bl.dtype.kind == "u" and bl.dtype.itemsize == 8 and int(bl.max()) > INT64_MAX:
+            raise ValueError(f"box_labels: {int(bl.max())} is outside int64, which every format stores")
         set_(self, "box_labels", np.ascontiguousarray(bl, dtype=np.int64))
         set_(self, "meta", _check_meta({} if self.meta is None else self.meta))
 

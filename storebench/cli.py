@@ -47,15 +47,15 @@ def _cmd_verify(args: argparse.Namespace) -> int:
                       file=sys.stderr)
             with formats.open_dataset(path) as r:
                 bad = r.verify()
-        except (formats.DatasetError, FileNotFoundError, ImportError) as err:
-            print(f"{path}: ERROR {err}", file=sys.stderr)
+        except (formats.DatasetError, OSError, ImportError) as err:
+            print(f"{path}: ERROR {_one_line(err)}", file=sys.stderr)
             status = 2
             continue
         if bad:
             status = max(status, 1)
             print(f"{path}: {len(bad)} of {len(r)} samples damaged")
             for key in bad[: args.max_keys]:
-                print(f"  {key}")
+                print(f"  {key!r}")  # escaped: a key holding a newline or an ANSI escape prints as text
             if len(bad) > args.max_keys:
                 print(f"  ... and {len(bad) - args.max_keys} more")
         else:
@@ -127,11 +127,33 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def fraction(text: str) -> float:
-    """``"10%"`` or ``"0.10"`` -> 0.1 (argparse type)."""
+    """``"10%"`` or ``"0.10"`` -> 0.1 (argparse type); a bare number above 1 is refused.
+
+    ``--fail-above 10`` would mean 1000%, a gate that never fails: the user
+    meant ``10%``, so it is an error with that hint.
+    """
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(%?)\s*", text)
     if not m:
         raise argparse.ArgumentTypeError(f"expected a fraction like 0.10 or 10%, got {text!r}")
-    return float(m.group(1)) / (100 if m.group(2) else 1)
+    value = float(m.group(1))
+    if not m.group(2) and value > 1:
+        raise argparse.ArgumentTypeError(f"{text!r} would mean {value:.0%}; write {m.group(1)}% for "
+                                         f"{m.group(1)} percent, or a fraction such as {value / 100:g}")
+    return value / (100 if m.group(2) else 1)
+
+
+def seed(text: str) -> int:
+    """A dataset or bootstrap seed: a whole number >= 0 (argparse type)."""
+    if not re.fullmatch(r"\s*\d+\s*", text):
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return int(text)
+
+
+def _one_line(err: BaseException) -> str:
+    """An error's message on one line (library messages may hold newlines or tracebacks)."""
+    text = str(err) or type(err).__name__
+    first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
+    return first if len(first) <= 500 else first[:497] + "..."
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
@@ -216,6 +238,8 @@ def resolve_format(spec: str, options: Sequence[str] = ()):
 
 def _cmd_generate(args: argparse.Namespace) -> int:
     from storebench import fixtures
+    if Path(args.out).name in ("", ".", ".."):
+        raise CommandError(f"--out: {args.out!r} names no new directory; give a path like data/cifar")
     fmt = resolve_format(args.format, args.option)
     if args.preset not in fixtures.PRESETS:
         raise CommandError(f"--preset: unknown {args.preset!r}; presets: {', '.join(fixtures.PRESETS)}")
@@ -227,6 +251,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         raise CommandError(str(err)) from None
     except ValueError as err:  # the format cannot store this preset's images
         raise CommandError(f"{fmt.id}: {err}") from None
+    except OSError as err:  # permission denied, disk full, ...: the writer left nothing behind
+        raise CommandError(f"{args.out}: {_one_line(err)}") from None
     print(f"{args.out}: {rep.count} {args.preset} samples (seed {args.seed}) as {fmt.id}, "
           f"{rep.bytes_on_disk:,} bytes in {rep.n_files} files")
     return 0
@@ -235,8 +261,15 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- parser
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a user error as one line on stderr (exit 2) instead of usage + error."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="storebench", description=__doc__.split("\n")[0])
+    parser = _Parser(prog="storebench", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="run the benchmark suite (pytest bench), saving raw timings",
@@ -265,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="exit 1 when a significantly slower benchmark's median time grew by more "
                         "than F, e.g. 0.10 or 10%% (default 10%%)")
     p.add_argument("--bootstrap", type=count, default=10_000, metavar="B", help="resamples (default 10000)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--seed", type=seed, default=0, help="bootstrap seed (default 0)")
     p.add_argument("--csv", metavar="FILE", help="also write the comparison as CSV")
     p.set_defaults(func=_cmd_compare)
 
@@ -289,14 +322,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a format name or benchmark id such as 'hdf5[gzip,level=4]' (default npy)")
     p.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                    help="a format option, e.g. --option level=4 (repeatable)")
-    p.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
+    p.add_argument("--seed", type=seed, default=0, help="dataset seed (default 0)")
     p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
     p.set_defaults(func=_cmd_generate)
 
     p = sub.add_parser("verify", help="check every sample of datasets against their stored checksums",
                        description="Exit status: 0 all good, 1 damaged samples, 2 not a readable dataset.")
     p.add_argument("paths", nargs="+", metavar="PATH", help="dataset directories")
-    p.add_argument("--max-keys", type=int, default=20, help="damaged keys to list per dataset")
+    p.add_argument("--max-keys", type=count, default=20, help="damaged keys to list per dataset")
     p.set_defaults(func=_cmd_verify)
     return parser
 
@@ -327,8 +360,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         with _warnings_to_stderr():
             return args.func(args)
     except (CommandError, ResultsError) as err:
-        print(f"storebench {args.command}: error: {err}", file=sys.stderr)
+        print(f"storebench {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # writers remove their temporary directory on the way out
+        print(f"storebench {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import io
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 
@@ -47,14 +48,14 @@ class Change:
 
     @property
     def significant(self) -> bool:
-        return self.lo is not None and (self.lo > 1 or self.hi < 1)
+        return self.lo is not None and (self.lo > 1 or cast(float, self.hi) < 1)
 
     @property
     def verdict(self) -> str:
         """``slower``, ``faster`` or ``""`` (no significant change)."""
         if not self.significant:
             return ""
-        return "slower" if self.lo > 1 else "faster"
+        return "slower" if cast(float, self.lo) > 1 else "faster"
 
     def fails(self, fail_above: float) -> bool:
         """Significantly slower, and the median time grew by more than ``fail_above``."""
@@ -159,8 +160,8 @@ def compare(old: Run, new: Run, *, seed: int = 0, n_boot: int = N_BOOT,
         if why is not None:
             changes.append(Change(a, b, ratio, no_interval=why))
             continue
-        lo, hi = bootstrap_ratio(a.data, b.data, seed=[seed, zlib.crc32(name.encode())],
-                                 n_boot=n_boot, confidence=confidence)
+        lo, hi = bootstrap_ratio(cast(np.ndarray, a.data), cast(np.ndarray, b.data),
+                                 seed=[seed, zlib.crc32(name.encode())], n_boot=n_boot, confidence=confidence)
         changes.append(Change(a, b, ratio, lo, hi))
     return Comparison(changes, sorted(olds.keys() - news.keys()), sorted(news.keys() - olds.keys()),
                       _machine_diff(old.machine_info, new.machine_info))
@@ -188,7 +189,7 @@ def render(cmp: Comparison, *, fail_above: float, confidence: float = CONFIDENCE
     ci = f"{confidence:.0%} CI"
     rows = [("benchmark", "old median", "new median", "new/old", ci, "")]
     for name, c in zip(names, cmp.changes):
-        interval = f"[{c.lo:.3f}, {c.hi:.3f}]" if c.lo is not None else c.no_interval
+        interval = f"[{c.lo:.3f}, {c.hi:.3f}]" if c.lo is not None else cast(str, c.no_interval)
         mark = c.verdict + (f" > +{fail_above:.0%}" if c.fails(fail_above) else "")
         rows.append((name, fmt_time(c.old.median), fmt_time(c.new.median), f"{c.ratio:.3f}", interval, mark))
     widths = [max(len(r[i]) for r in rows) for i in range(6)]

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import cast
 
 from .results import Bench, Run
 
@@ -178,13 +179,13 @@ def _cache_handles(rows: Sequence[Bench]):
     return _style_handles([(f"{c} cache", {"linestyle": _CACHE_STYLES[c]}) for c in caches])
 
 
-def _lines(ax, rows: Sequence[Bench], styles: Styles, y: Callable[[Bench], float]) -> None:
+def _lines(ax, rows: Sequence[Bench], styles: Styles, y: Callable[[Bench], float | None]) -> None:
     """One line per (format, cache) through ``y`` against n."""
     lines: dict[tuple, list[Bench]] = {}
     for b in rows:
         lines.setdefault((b.label, b.get("cache") or ""), []).append(b)
     for (label, cache), pts in sorted(lines.items()):
-        pts.sort(key=lambda b: b.n)
+        pts.sort(key=lambda b: cast(int, b.n))
         ax.plot([b.n for b in pts], [y(b) for b in pts], color=styles.color(label),
                 marker=styles.marker(label), markersize=4, linewidth=1.2,
                 linestyle=_CACHE_STYLES.get(cache, "-"))
@@ -216,7 +217,7 @@ def throughput(runs: Sequence[Run], styles: Styles):
             ax = axes[i][j]
             mine = [b for b in rows if (b.get("preset") or "") == preset]
             _lines(ax, mine, styles, lambda b: b.rate)
-            _log_sizes(ax, [b.n for b in rows])
+            _log_sizes(ax, [cast(int, b.n) for b in rows])
             _log_y_labels(ax)
             ax.set_title(op if len(presets) == 1 else f"{op}, {preset}")
             ax.set_xlabel("dataset size n")
@@ -241,7 +242,7 @@ def read_write(runs: Sequence[Run], styles: Styles):
         for j, (_op, title, rows) in enumerate(panels):
             ax = axes[i][j]
             _lines(ax, [b for b in rows if (b.get("preset") or "") == preset], styles, lambda b: b.median)
-            _log_sizes(ax, [b.n for b in rows])
+            _log_sizes(ax, [cast(int, b.n) for b in rows])
             _log_y_labels(ax)
             ax.set_title(title if len(presets) == 1 else f"{title}, {preset}")
             ax.set_xlabel("dataset size n")
@@ -262,7 +263,7 @@ def loader_workers(runs: Sequence[Run], styles: Styles):
         return None
     facets = _facets(rows)
     panels = sorted({(b.label, b.get("preset") or "", b.get("cache") or "") for b in rows})
-    sizes = sorted({b.n for b in rows})
+    sizes = sorted({cast(int, b.n) for b in rows})
     workers = sorted({b.get("workers") for b in rows})
     ncols = min(5, len(panels))
     fig, axes = _figure(math.ceil(len(panels) / ncols), ncols, 2.3, 2.0)
@@ -299,7 +300,7 @@ def _size_color(i: int, k: int):
 
 def _worker_lines(ax, rows: Sequence[Bench], sizes: Sequence[int]) -> None:
     """A line per (size, start method, persistence), starting from that size's w0 point."""
-    zero = {b.n: b for b in rows if b.get("workers") == 0}
+    zero = {cast(int, b.n): b for b in rows if b.get("workers") == 0}
     lines: dict[tuple, list[Bench]] = {}
     for b in rows:
         if b.get("workers"):
@@ -338,7 +339,7 @@ def disk_size(runs: Sequence[Run], styles: Styles):
         ys = range(len(items))
         ax.barh(ys, [t[0] for t in items], color=[styles.color(t[1]) for t in items], height=0.7)
         same_n = len({t[2].n for t in items}) == 1
-        ax.set_yticks(list(ys), [t[1] if same_n else f"{t[1]} (n={_size_label(t[2].n)})" for t in items])
+        ax.set_yticks(list(ys), [t[1] if same_n else f"{t[1]} (n={_size_label(cast(int, t[2].n))})" for t in items])
         for y, (size, *_rest) in zip(ys, items):
             ax.annotate(f"{size:,.0f}", (size, y), xytext=(3, 0), textcoords="offset points",
                         va="center", fontsize=6)
@@ -350,7 +351,7 @@ def disk_size(runs: Sequence[Run], styles: Styles):
         ax.set_xlabel("bytes on disk per image")
         ax.grid(axis="y", visible=False)
         ax.set_title("Bytes on disk per image" + (f", {preset}" if preset else "")
-                     + (f", n = {_size_label(items[0][2].n)}" if same_n else ""))
+                     + (f", n = {_size_label(cast(int, items[0][2].n))}" if same_n else ""))
     return fig
 
 
@@ -388,7 +389,7 @@ def write_figures(runs: Sequence[Run], out: Path, kinds: Sequence[str] = IMAGE_F
     written = []
     with matplotlib.rc_context():
         matplotlib.rcdefaults()  # a user's matplotlibrc or style must not change the bytes
-        matplotlib.rcParams.update(RC)
+        matplotlib.rcParams.update(RC)  # type: ignore[arg-type]  # stubs want Literal rc keys
         styles = Styles(labels)
         for name in FIGURES:
             for kind in kinds:

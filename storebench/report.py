@@ -15,6 +15,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 from .plots import IMAGE_FORMATS, write_figures
 from .results import ForeignResultsWarning, Run, foreign_message
@@ -39,7 +40,7 @@ def describe_run(run: Run) -> str:
         parts.append(str(run.datetime)[:19].replace("T", " "))
     mi = run.machine_info
     cpu = (mi.get("cpu") or {}).get("brand_raw") if isinstance(mi.get("cpu"), dict) else None
-    sbm = mi.get("storebench") if isinstance(mi.get("storebench"), dict) else {}
+    sbm = cast(dict, mi.get("storebench")) if isinstance(mi.get("storebench"), dict) else {}
     machine = [x for x in (cpu, sbm.get("cpu_count") and f"{sbm['cpu_count']} CPUs",
                            sbm.get("ram_bytes") and f"{sbm['ram_bytes'] / 2**30:.0f} GiB RAM",
                            sbm.get("data_dir_fs") and f"data dir on {sbm['data_dir_fs']}",

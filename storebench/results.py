@@ -19,7 +19,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -195,7 +195,7 @@ def _bench(path: Path, i: int, b: Any) -> Bench:
     if not isinstance(stats, dict) or any(_number(stats.get(k)) is None for k in _STATS):
         raise ResultsError(path, f"benchmark {name!r} has no timing statistics "
                                  "(stats.median/stats.min); was it run with --benchmark-disable?")
-    extra = b.get("extra_info") if isinstance(b.get("extra_info"), dict) else {}
+    extra = cast(dict, b.get("extra_info")) if isinstance(b.get("extra_info"), dict) else {}
     return Bench(str(path), name, str(b.get("name") or name), str(b.get("group") or "default"),
                  extra, stats)
 

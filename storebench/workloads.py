@@ -41,11 +41,14 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from types import MappingProxyType
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import numpy as np
 
 from storebench.formats import NO_BOXES, NO_LABELS, Sample, dataset_files, make_sample
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["WORKLOADS", "Workload", "WorkloadDataset", "collate", "get_workload",
            "radiologist_boxes", "time_split"]
@@ -97,7 +100,7 @@ def rgb3(img: np.ndarray) -> np.ndarray:
 
 def _boxes_kept(boxes, labels, w: int, h: int):
     """Boxes clipped to a ``w`` x ``h`` image; those left with no area are dropped."""
-    boxes = np.clip(np.asarray(boxes, np.float32).reshape(-1, 4), 0, np.float32([w, h, w, h]))
+    boxes = np.clip(np.asarray(boxes, np.float32).reshape(-1, 4), 0, np.float32([w, h, w, h]))  # type: ignore[arg-type]  # stubs: scalar only
     keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
     return np.ascontiguousarray(boxes[keep]), np.ascontiguousarray(np.asarray(labels, np.int64)[keep])
 
@@ -149,8 +152,8 @@ class Workload:
     it imports; :func:`get_workload` reports a missing one with an install hint.
     """
 
-    name: ClassVar[str]
-    kind: ClassVar[str] = "augment"
+    name: str  # Chain sets both per instance
+    kind: str = "augment"
     description: ClassVar[str] = ""
     requires: ClassVar[tuple[str, ...]] = ()
 
@@ -193,7 +196,7 @@ class _Tensor(Workload):
         super().__init__(seed=seed)
         self.tensor = importlib.util.find_spec("torch") is not None if tensor is None else tensor
 
-    def _out(self, s: Sample, chw: np.ndarray, **extra) -> dict:
+    def _out(self, s: Sample, chw: np.ndarray | torch.Tensor, **extra) -> dict:
         if self.tensor:
             import torch
 
@@ -659,4 +662,4 @@ def time_split(reader, workload: Workload | None, indices: Sequence[int], *,
             "split_get_us": round(get_us, 2),
             "split_file_MB/s": round(rate[0] / rate[1] / 1e6, 1) if rate[1] > 0 else None,
             **{f"split_{p}_us": round(v, 2) for p, v in parts.items()},
-            "split_dominant": max(parts, key=parts.get)}
+            "split_dominant": max(parts, key=cast("Callable[[str], float]", parts.get))}

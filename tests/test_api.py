@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from storebench.formats import DatasetError, Sample, _registry, make_sample
-from storebench.formats.testing import check_roundtrip
 
 from storebench import formats
+from storebench.formats import DatasetError, Sample, _registry, make_sample
+from storebench.formats.testing import check_roundtrip
 
 IMG = np.zeros((4, 6, 3), np.uint8)
 

@@ -6,10 +6,10 @@ import sys
 
 import numpy as np
 import pytest
-from storebench.formats import Sample
 
 from storebench import formats
 from storebench.cli import main
+from storebench.formats import Sample
 
 SAMPLES = [Sample(f"k{i}", np.full((4, 4, 3), i, np.uint8), i) for i in range(5)]
 
@@ -43,3 +43,77 @@ def test_console_script_help():
     out = subprocess.run([sys.executable, "-m", "storebench.cli", "verify", "--help"],
                          capture_output=True, text=True, check=True).stdout
     assert "stored checksums" in out or "Exit status" in out
+
+
+def _cli(*args, cwd=None, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "storebench.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=120, **kw)
+
+
+@pytest.mark.parametrize("args, says", [
+    (["generate", "--preset", "cifar", "--n", "3", "--seed", "-1", "--out", "{tmp}/a"], "--seed"),
+    (["generate", "--preset", "cifar", "--n", "3", "--seed", "x", "--out", "{tmp}/a"], "--seed"),
+    (["generate", "--preset", "cifar", "--n", "3", "--out", ".."], "--out"),
+    (["generate", "--preset", "cifar", "--n", "3", "--out", "{tmp}/."], "already exists"),
+    (["generate", "--preset", "nosuch", "--n", "3", "--out", "{tmp}/a"], "--preset"),
+    (["generate", "--preset", "cifar", "--n", "-3", "--out", "{tmp}/a"], "--n"),
+    (["generate", "--preset", "cifar", "--n", "3", "--format", "nosuch", "--out", "{tmp}/a"], "nosuch"),
+    (["generate", "--preset", "cifar", "--n", "3", "--format", "parquet", "--option", "row_group_size=true",
+      "--out", "{tmp}/a"], "row_group_size"),
+    (["generate", "--preset", "cifar", "--n", "3", "--format", "hdf5", "--option", "level=42",
+      "--out", "{tmp}/a"], "level"),
+    (["generate", "--preset", "cifar", "--n", "3", "--option", "nonsense", "--out", "{tmp}/a"], "--option"),
+    (["generate", "--preset", "cifar", "--n", "3", "--out", "/sys/storebench-test/a"], "not permitted"),
+    (["verify", "{tmp}/nothing"], "ERROR"),
+    (["verify", "{tmp}/bad-options"], "ERROR"),
+    (["verify", "--max-keys", "-1", "{tmp}/nothing"], "--max-keys"),
+    (["compare", "{tmp}/x.json", "{tmp}/y.json", "--fail-above", "10"], "10%"),
+])
+def test_user_errors_are_one_line_and_exit_2(args, says, tmp_path):
+    """Bad arguments, paths and manifests: exit 2, no traceback, one line that names the problem.
+
+    /sys refuses new directories even to root (EPERM), so the permission case holds in CI too.
+    """
+    formats.get("hdf5").write(SAMPLES, tmp_path / "bad-options")
+    manifest = tmp_path / "bad-options" / formats.MANIFEST
+    manifest.write_text(manifest.read_text().replace('"level": null', '"level": 99'))
+    proc = _cli(*[a.replace("{tmp}", str(tmp_path)) for a in args])
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and says in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not (tmp_path / "a").exists()
+
+
+def test_verify_prints_keys_escaped(tmp_path):
+    """A key holding a newline or an ANSI escape cannot forge an 'OK' line in verify's output."""
+    evil = "k\n" + str(tmp_path / "other") + ": OK, 5 samples (npy)\x1b[2K"
+    samples = [Sample(evil if i == 2 else f"k{i}", s.image, s.label) for i, s in enumerate(SAMPLES)]
+    formats.get("npy").write(samples, tmp_path / "ds")
+    crcs = np.fromfile(tmp_path / "ds" / "checksums.u32", "<u4")
+    crcs[2] ^= 1
+    crcs.tofile(tmp_path / "ds" / "checksums.u32")
+    proc = _cli("verify", str(tmp_path / "ds"))
+    assert proc.returncode == 1
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 2 and "1 of 5 samples damaged" in lines[0]
+    assert lines[1] == "  " + repr(evil) and "\x1b" not in proc.stdout
+
+
+def test_ctrl_c_exits_130_and_leaves_nothing(tmp_path):
+    """SIGINT during a write: exit status 130, one line, no dataset and no temporary directory."""
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "storebench.cli", "generate", "--preset", "cifar", "--n",
+                             "200k", "--format", "png", "--out", str(tmp_path / "ds")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not any(p.name.startswith(".ds.tmp-") for p in tmp_path.iterdir()):
+        assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "interrupted" in err
+    assert list(tmp_path.iterdir()) == []

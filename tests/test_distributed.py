@@ -16,10 +16,7 @@ pytest.importorskip("cv2", reason="the workloads need opencv-python-headless")
 from torch.utils.data import DistributedSampler  # noqa: E402
 
 from bench.ddp_read import ExactDistributedSampler  # noqa: E402
-from storebench import (
-    fixtures,  # noqa: E402
-    formats,  # noqa: E402
-)
+from storebench import fixtures, formats  # noqa: E402
 
 pytestmark = pytest.mark.torch
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "ddp_read.py"
@@ -75,7 +72,7 @@ def launch_ranks(world: int, args: list[str], timeout: float = 240) -> dict:
         for p in procs:
             if p.poll() is None:
                 p.kill()
-    for p, (out, err) in zip(procs, outs):
+    for p, (_out, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]
     return json.loads(outs[0][0].strip().splitlines()[-1])
 

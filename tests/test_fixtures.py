@@ -8,12 +8,14 @@ import sys
 import time
 import tracemalloc
 from collections.abc import Iterator, Sized
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
+
+from storebench import fixtures
 from storebench.fixtures import (
     dataset_checksum,
     make_dataset,
@@ -23,14 +25,12 @@ from storebench.fixtures import (
 from storebench.fixtures import strategies as fst
 from storebench.formats import ALL_MODES, Sample
 
-from storebench import fixtures
-
 ROOT = Path(__file__).resolve().parents[1]
 # Enough samples to see every property, few enough to stay fast (xray is ~20 ms each).
 SMALL_N = {"cifar": 300, "imagenet": 24, "fundus": 6, "xray": 3}
 
 
-@lru_cache(maxsize=None)
+@cache
 def _generated(preset: str) -> tuple[Sample, ...]:
     return tuple(make_dataset(preset, SMALL_N[preset], seed=7))
 

@@ -11,6 +11,8 @@ import tarfile
 import numpy as np
 import pytest
 from PIL import Image
+
+from storebench import fixtures, formats
 from storebench.fixtures.folder import (
     from_cifar10,
     from_folder,
@@ -18,8 +20,6 @@ from storebench.fixtures.folder import (
     user_fingerprint,
     user_samples,
 )
-
-from storebench import fixtures, formats
 
 
 def _save(path, arr, **kw):

@@ -18,10 +18,10 @@ import zipfile
 import numpy as np
 import pytest
 from PIL import Image
-from storebench.formats import DatasetError, Sample
-from storebench.formats.testing import assert_all_same, assert_same
 
 from storebench import fixtures, formats
+from storebench.formats import DatasetError, Sample
+from storebench.formats.testing import assert_all_same, assert_same
 
 
 def _resize_in_manifest(path):

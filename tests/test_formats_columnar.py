@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from storebench.formats import DatasetError, Sample
-from storebench.formats.testing import assert_all_same, assert_same
 
 from storebench import fixtures, formats
+from storebench.formats import DatasetError, Sample
+from storebench.formats.testing import assert_all_same, assert_same
 
 
 @pytest.fixture(autouse=True)

@@ -13,15 +13,16 @@ import sqlite3
 
 import numpy as np
 import pytest
+
+from storebench import fixtures, formats
 from storebench.formats import ChecksumError, DatasetError, Sample
 from storebench.formats._record import decode
 from storebench.formats.testing import assert_all_same, assert_same
 
-from storebench import fixtures, formats
-
 pydicom = pytest.importorskip("pydicom")
 from pydicom.pixels import apply_modality_lut, apply_voi_lut  # noqa: E402
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage  # noqa: E402
+
 from storebench.fixtures.dicom import BUNDLED, bundled_files, from_dicom_files  # noqa: E402
 from storebench.formats.dicom import display_transform  # noqa: E402
 

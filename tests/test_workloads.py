@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from storebench.formats import Sample
 
 from storebench import fixtures, formats, workloads
+from storebench.formats import Sample
 from storebench.workloads import (
     WORKLOADS,
     WorkloadDataset,
