@@ -17,17 +17,19 @@ $(STAMP): pyproject.toml constraints.txt
 venv: $(STAMP)
 
 # --benchmark-disable: every benchmark runs once, on tiny sizes, as a smoke test.
+# -m "not slow": the long race and fuzz trials run with `pytest -m slow` (or PYTEST_ARGS=).
 test: $(STAMP)
-	$(BIN)/python -m pytest tests bench --benchmark-disable $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests bench --benchmark-disable -m "not slow" $(PYTEST_ARGS)
 	$(MAKE) lint
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-# The test suite on the oldest and newest supported Pythons (CI runs this after `make test`).
+# The test suite on the oldest and newest supported Pythons (CI runs this after `make test`),
+# the two environments side by side: one core each, half the wall time of one after the other.
 tox-ci: $(STAMP)
-	$(BIN)/tox run -e py310,py313 -- tests
+	$(BIN)/tox run-parallel -e py310,py313 --parallel 2 --parallel-live -- tests
 
 bench: $(STAMP)
 	$(BIN)/python -m pytest bench --benchmark-enable --benchmark-autosave --benchmark-save-data \

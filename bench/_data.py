@@ -163,6 +163,23 @@ class _Tally:
             yield s
 
 
+def _drop_if_damaged(path: Path) -> None:
+    """Remove a cache entry that is not a readable dataset (overwrite replaces only datasets).
+
+    The cache owns everything under its root, so a damaged entry (a manifest cut
+    short by a killed run, say) is deleted here and then written anew.
+    """
+    if not (path.exists() or path.is_symlink()):
+        return
+    try:
+        formats.read_manifest(path)
+    except (formats.DatasetError, OSError):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
 def _edges(r) -> list[str]:
     """Checksums of a reader's first and last samples."""
     return [fixtures.sample_checksum(r[0]), fixtures.sample_checksum(r[-1])] if len(r) else []
@@ -243,6 +260,7 @@ class DataCache:
             if ds is not None and not self._intact(ds, source):
                 ds = None
         if ds is None:
+            _drop_if_damaged(path)
             tally = _Tally()
             report: WriteReport = build(tally)  # the writer's own count of files and bytes
             self.builds += 1

@@ -24,9 +24,10 @@ import errno
 import functools
 import inspect
 import json
+import operator
 import os
 import shutil
-import uuid
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -36,11 +37,11 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ._atomic import (
-    _clean_stale_siblings,
     _is_disk_full,
     _space_exhausted,
     _swap_into_place,
     _sync_tree,
+    start_write,
 )
 from ._errors import ChecksumError, DatasetError
 from ._fork import _live_readers
@@ -202,6 +203,15 @@ class Format(ABC):
     libraries : tuple of str
         Distributions whose versions matter for this format's figures; the
         benchmark's machine info records them (see :meth:`library_versions`).
+    max_image_pixels : int or None
+        Pixels (height x width) per image above which the format could not
+        read the image back (png, zip's PNG members and tar's: Pillow's
+        decompression-bomb limit, ``PIL.Image.MAX_IMAGE_PIXELS``, read when
+        asked); such an image is refused on write with a ``ValueError``
+        naming its key and the limit.  None: no limit.
+    max_image_side : int or None
+        The same for an image's height or width (dicom: 65535, as Rows and
+        Columns are 16-bit).
     bound : storebench.formats._bound.Bound
         The bound row this format is measured against: the bare use of its
         own library producing the same Samples.  The default comes from
@@ -218,6 +228,8 @@ class Format(ABC):
     executes_code: ClassVar[bool] = False
     bench_variants: ClassVar[tuple[dict, ...]] = ({},)
     image_codec: ClassVar[str] = "raw"
+    max_image_pixels: int | None = None  # a property where a library setting decides it (png)
+    max_image_side: int | None = None
     libraries: ClassVar[tuple[str, ...]] = ()
     reader: ClassVar[type[Reader]]
 
@@ -298,10 +310,25 @@ class Format(ABC):
         renamed to ``path`` only when complete: after an exception or a crash
         ``path`` either does not exist or still holds the previous dataset.
 
+        Creation is atomic against other writers, threads and processes alike:
+        the final check of what is at ``path`` and the rename happen under an
+        exclusive lock on ``.NAME.lock`` beside it.  Of two writers to one new
+        path with ``overwrite=False`` exactly one succeeds; with
+        ``overwrite=True`` the result is one writer's whole dataset.  Each
+        writer's temporary directory is guarded by a lock it holds for its whole
+        life, and a later write removes it only once that lock is free.
+
+        ``overwrite=True`` replaces only a storebench dataset (a directory with a
+        valid ``storebench.json``, of any format) or nothing.  A file, a
+        directory without a manifest, or a symbolic link (even to a dataset:
+        replacing the link would retarget it, replacing its target would write
+        outside ``path``) is refused and left untouched.
+
         Raises
         ------
         FileExistsError
-            ``path`` exists and ``overwrite`` is false.
+            ``path`` exists and ``overwrite`` is false, or ``overwrite`` is true
+            and ``path`` is not a storebench dataset; the message names ``path``.
         ValueError
             A duplicate key (named), a Sample mode the format cannot store, or
             an item that is not a Sample.
@@ -309,12 +336,9 @@ class Format(ABC):
         path = Path(path)
         if path.name in ("", ".", ".."):
             raise ValueError(f"{str(path)!r}: names no new directory (its last part is {path.name!r})")
-        if path.exists() and not overwrite:
-            raise FileExistsError(f"{path}: already exists (pass overwrite=True to replace it)")
         path.parent.mkdir(parents=True, exist_ok=True)
-        _clean_stale_siblings(path)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-        tmp.mkdir()
+        claim = start_write(path, overwrite=overwrite)
+        tmp = claim.path
         counter = _Counter()
         try:
             with open(tmp / CHECKSUMS, "wb") as crc_file:
@@ -326,12 +350,14 @@ class Format(ABC):
                 "options": _jsonable(self.options),
                 "count": counter.n,
                 "checksum": CHECKSUM_KIND,
+                "generation": os.urandom(8).hex(),  # tells readers this dataset from one written over it
                 "files": _file_table(tmp),
                 **extra,
             }
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
             _sync_tree(tmp)
-            _swap_into_place(tmp, path)
+            nbytes, nfiles = disk_usage(tmp)  # before the rename: another writer may replace path at once
+            _swap_into_place(tmp, path, overwrite=overwrite)
         except BaseException as err:
             exhausted = isinstance(err, Exception) and _space_exhausted(tmp, path)
             shutil.rmtree(tmp, ignore_errors=True)
@@ -339,13 +365,15 @@ class Format(ABC):
                 raise OSError(errno.ENOSPC, f"{path}: {os.strerror(errno.ENOSPC)} for the dataset "
                               f"({type(err).__name__}: {err}); nothing was written") from err
             raise
-        nbytes, nfiles = disk_usage(path)
+        finally:
+            claim.release()
         return WriteReport(str(path), counter.n, nbytes, nfiles)
 
     def _checked(self, samples: Iterable[Sample], counter: _Counter, crc_file) -> Iterator[Sample]:
         seen: set[str] = set()
         modes = self.modes
         lossless = self.lossless
+        max_pixels, max_side = self.max_image_pixels, self.max_image_side
         for s in samples:
             if not isinstance(s, Sample):
                 raise TypeError(f"samples[{counter.n}]: expected a Sample, got {type(s).__name__}")
@@ -356,6 +384,8 @@ class Format(ABC):
                     f"image of key {s.key!r}: {self.name} cannot store {s.image.dtype} "
                     f"images with shape {s.image.shape}; it stores {describe_modes(modes)}"
                 )
+            if max_pixels is not None or max_side is not None:
+                _check_image_size(self, s, max_pixels, max_side)
             seen.add(s.key)
             counter.n += 1
             # Written before the format sees the sample: 4 bytes each, streamed.
@@ -374,8 +404,12 @@ class Format(ABC):
     def open(self, path: os.PathLike | str, *, verify: bool = False) -> Reader:
         """Open the dataset at ``path`` for reading.
 
-        Only the manifest is read here; the format's own files are opened
-        lazily on first use, once per process.
+        ``path`` is made absolute once (a later ``os.chdir`` changes nothing)
+        and the dataset's directory is held open: the reader keeps reading the
+        dataset it opened when the path is later moved, retargeted or written
+        over, or raises a DatasetError; never another dataset's samples.  In a
+        process that unpickles the reader (a worker), the files open there
+        again, and a dataset that is no longer the one opened is a DatasetError.
 
         Raises
         ------
@@ -384,7 +418,7 @@ class Format(ABC):
         DatasetError
             ``path`` is not a complete dataset of this format.
         """
-        path = Path(path)
+        path = Path(os.path.abspath(path))
         manifest = read_manifest(path)
         if manifest["format"] != self.name:
             raise DatasetError(path, f"is a {manifest['format']!r} dataset, not {self.name!r}")
@@ -401,6 +435,20 @@ class Format(ABC):
             raise
         return reader
 
+
+
+def _check_image_size(fmt: Format, s: Sample, max_pixels: int | None, max_side: int | None) -> None:
+    h, w = s.image.shape[:2]
+    if max_pixels is not None and h * w > max_pixels:
+        raise ValueError(f"image of key {s.key!r}: {h}x{w} is {h * w} pixels, over the {max_pixels} "
+                         f"pixels per image that {fmt.name} can read back (its max_image_pixels)")
+    if max_side is not None and max(h, w) > max_side:
+        raise ValueError(f"image of key {s.key!r}: {h}x{w} has a side over {max_side} pixels, "
+                         f"the most {fmt.name} can store (its max_image_side)")
+
+
+_O_DIR = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
+_REPLACED = "the dataset this reader opened was moved, deleted or written over; open it again"
 
 
 class _Counter:
@@ -426,6 +474,18 @@ class Reader(ABC):
     override :meth:`_read_many` and :meth:`_iter` for speed.  ``self._handles``
     holds whatever ``_open_handles`` returned; ``self._index`` is for the
     subclass's index (loaded in ``_open_handles``).
+
+    The dataset is pinned: before ``_open_handles`` runs, ``self._dir_fd``
+    holds the dataset's directory open (its manifest checked to be the one
+    this reader was opened with), and files a format opens per read, or
+    lazily, open relative to it (``os.open(name, flags, dir_fd=self._dir_fd)``),
+    so a path moved, retargeted or written over never hands this reader
+    another dataset's files.  Files ``_open_handles`` opens by path are
+    checked after it: the path must still be the pinned directory.
+
+    A reader is safe to share between threads: the base class opens handles
+    once under a lock, and ``self._lock`` serves a format whose library
+    handle needs one (it is replaced in a forked child).
     """
 
     def __init__(self, fmt: Format, path: Path, manifest: dict, verify: bool = False):
@@ -439,6 +499,9 @@ class Reader(ABC):
         self._key_pos: dict[str, int] | None = None
         self._closed = False
         self._crcs: np.ndarray | None = None
+        self._dir_fd: int | None = None  # the dataset's directory, held from the first open (kept across fork)
+        self._open_lock = threading.Lock()  # one thread opens the handles
+        self._lock = threading.Lock()  # for formats whose library handle is not thread-safe
         _live_readers.add(self)
 
     # ---- subclass hooks
@@ -482,17 +545,70 @@ class Reader(ABC):
     def handles(self) -> Any:
         h = self._handles
         if h is None:
-            if self._closed:
-                raise ValueError(f"{self.path}: reader is closed")
-            h = self._handles = self._open_handles()
+            with self._open_lock:  # two threads' first reads open the files once
+                h = self._handles
+                if h is None:
+                    if self._closed:
+                        raise ValueError(f"{self.path}: reader is closed")
+                    self._pin()
+                    h = self._open_handles()
+                    self._check_pinned(h)
+                    self._handles = h  # last: other threads read only once everything is set
         return h
+
+    def _pin(self) -> None:
+        """Hold the dataset's directory open, checking it is the dataset this reader was opened on."""
+        if self._dir_fd is not None:  # held since this reader's first open (in a forked child: inherited)
+            return
+        try:
+            fd = os.open(self.path, _O_DIR)
+        except OSError as err:
+            raise DatasetError(self.path, f"{_REPLACED} ({err.strerror})") from err
+        try:
+            same = json.loads(read_file(MANIFEST, dir_fd=fd)) == self.manifest
+        except (OSError, ValueError):
+            same = False
+        if not same:
+            os.close(fd)
+            raise DatasetError(self.path, f"{_REPLACED} (its {MANIFEST} differs)")
+        self._dir_fd = fd
+
+    def _check_pinned(self, handles: Any) -> None:
+        # Files _open_handles opened by path are the pinned dataset's only if the path still
+        # names the pinned directory now (a dataset moved away never comes back).
+        fd = self._dir_fd
+        try:
+            same = fd is not None and os.path.samestat(os.stat(self.path), os.fstat(fd))
+        except OSError:
+            same = False
+        if not same:
+            self._close_handles(handles)
+            raise DatasetError(self.path, f"{_REPLACED} (while its files were being opened)")
+
+    def _unpin(self) -> None:
+        fd, self._dir_fd = self._dir_fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def read_bytes(self, name: str) -> bytes:
+        """The whole content of file ``name`` of the pinned dataset (``images/0.png``).
+
+        Opened relative to the directory this reader pinned, so a moved or
+        overwritten path never hands it another dataset's file; for formats
+        (and plug-ins) that open a file per read.  OSErrors pass through
+        (``FileNotFoundError``, ``PermissionError``): the caller says what is
+        damaged and what is merely unreadable.
+        """
+        if self._dir_fd is None:
+            self.handles  # pins the directory (and opens the format's handles) in this process
+        return read_file(name, dir_fd=self._dir_fd)
 
     def __len__(self) -> int:
         return self._n
 
     def __getitem__(self, i: int) -> Sample:
-        if not isinstance(i, (int, np.integer)):
-            raise TypeError(f"indices must be integers, got {type(i).__name__}; use get(key) for keys")
+        if type(i) is not int:
+            i = _as_index(i)
         n = self._n
         if i < 0:
             i += n
@@ -505,15 +621,19 @@ class Reader(ABC):
         return self._read(int(i))
 
     def read_batch(self, indices: Sequence[int] | np.ndarray) -> list[Sample]:
-        """Samples at ``indices``, in the order asked (I/O may be reordered)."""
-        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        """Samples at ``indices``, in the order asked (I/O may be reordered).
+
+        ``indices`` are integers (Python ints or an integer array), negative
+        counting from the end; floats, bools and bool masks are a TypeError.
+        """
+        asked = _index_array(indices, self.path)
         n = self._n
+        idx = asked
         if len(idx):
             idx = np.where(idx < 0, idx + n, idx)
             bad = (idx < 0) | (idx >= n)
             if bad.any():
-                raise IndexError(f"{self.path}: index {int(np.asarray(indices).reshape(-1)[bad.argmax()])} "
-                                 f"out of range for {n} samples")
+                raise IndexError(f"{self.path}: index {asked[bad.argmax()]} out of range for {n} samples")
         if self._handles is None:
             self.handles
         if not self.verify_reads:
@@ -527,9 +647,20 @@ class Reader(ABC):
     def __iter__(self) -> Iterator[Sample]:
         if self._handles is None:
             self.handles
-        if self.verify_reads:
-            return self._checked_iter()
-        return self._iter()
+        return self._open_iter(self._checked_iter() if self.verify_reads else self._iter())
+
+    def _open_iter(self, it: Iterator[Sample]) -> Iterator[Sample]:
+        # Each step checks the reader is still open first: an iterator made before
+        # close() and resumed after it would otherwise read through released handles.
+        if self._closed:
+            raise ValueError(f"{self.path}: reader is closed")
+        for smp in it:
+            yield smp
+            if self._closed:
+                close = getattr(it, "close", None)
+                if close is not None:
+                    close()
+                raise ValueError(f"{self.path}: reader is closed")
 
     def _checked_iter(self) -> Iterator[Sample]:
         it, i = self._iter(), 0
@@ -546,9 +677,11 @@ class Reader(ABC):
     def _stored_crcs(self) -> np.ndarray:
         crcs = self._crcs
         if crcs is None:
-            f = self.path / CHECKSUMS
-            try:
-                crcs = np.fromfile(f, dtype="<u4")
+            if self._dir_fd is None:
+                self.handles  # pins the dataset
+            try:  # from the pinned dataset, not whatever is at the path now
+                raw = read_file(CHECKSUMS, dir_fd=self._dir_fd)
+                crcs = np.frombuffer(raw, "<u4", len(raw) // 4)
             except FileNotFoundError:
                 raise DatasetError(self.path, f"{CHECKSUMS} is missing") from None
             if len(crcs) != self._n:
@@ -579,22 +712,28 @@ class Reader(ABC):
     def verify(self) -> list[str]:
         """Read every sample and return the keys (or ``#position``) that are damaged.
 
-        A sample is damaged when it cannot be read or does not match the
-        checksum stored at write time.  Also checks every file's size.
+        A sample is damaged when it cannot be read, does not match the
+        checksum stored at write time, or is not under the key ``keys()``
+        gives for its position.  Also checks every file's size.
         """
+        if self._closed:
+            raise ValueError(f"{self.path}: reader is closed")
         check_files(self.path, self.manifest, deep=True)
         if self._handles is None:
             self.handles
-        try:
+        with self._damage_as_dataset_error("the keys"):
             keys = self._keys()
-        except (ValueError, OSError) as err:
-            raise DatasetError(self.path, f"keys cannot be read: {err}") from err
+        if len(keys) != self._n:
+            raise DatasetError(self.path, f"{len(keys)} keys for {self._n} samples")
         bad = []
         for i in range(self._n):
             try:
-                self._checked_read(i)
+                smp = self._checked_read(i)
             except DatasetError:
-                bad.append(keys[i] if i < len(keys) else f"#{i}")
+                bad.append(keys[i])
+                continue
+            if smp.key != keys[i]:  # a key list kept apart from the samples (tfrecord's keys.json)
+                bad.append(keys[i])
         return bad
 
     def keys(self) -> list[str]:
@@ -633,6 +772,7 @@ class Reader(ABC):
         self._closed = True
         if h is not None:
             self._close_handles(h)
+        self._unpin()
 
     def __enter__(self):
         return self
@@ -649,6 +789,49 @@ class Reader(ABC):
 
     def __repr__(self):
         return f"<{type(self).__name__} {self.format.id} {str(self.path)!r} n={self._n}>"
+
+
+def _as_index(i: Any) -> int:
+    """``i`` as a sample position: ints and NumPy integers; bools, floats, keys are a TypeError."""
+    if isinstance(i, (bool, np.bool_)):
+        raise TypeError(f"indices must be integers, got bool {i!r}")
+    try:
+        return operator.index(i)
+    except TypeError:
+        raise TypeError(f"indices must be integers, got {type(i).__name__} {i!r:.40}; "
+                        f"use get(key) for keys") from None
+
+
+_INT64_MAX = np.iinfo(np.int64).max
+
+
+def _index_array(indices: Any, path: Path) -> np.ndarray:
+    """``indices`` as a flat int64 array, checked on the dtype, not per element (the
+    benchmark path): a list of bools is a bool array, refused; NumPy makes ``[1, True]`` int."""
+    if isinstance(indices, np.ndarray):
+        arr = indices
+    else:
+        if isinstance(indices, (str, bytes)) or not isinstance(indices, Iterable):
+            raise TypeError(f"indices must be a sequence of integers, got {type(indices).__name__}")
+        try:
+            arr = np.asarray(indices if isinstance(indices, Sequence) else list(indices))
+        except OverflowError:  # Python ints past int64: checked one by one below
+            arr = np.asarray(indices, object)
+        except ValueError as err:
+            raise TypeError(f"indices must be a flat sequence of integers: {err}") from None
+    kind = arr.dtype.kind
+    if kind == "i" or kind == "u" and arr.dtype.itemsize < 8:
+        return arr.astype(np.int64, copy=False).reshape(-1)
+    if kind == "u" or kind == "O":  # uint64 past int64, Python ints past int64: out of range, not wrapped
+        flat = [_as_index(x) for x in arr.reshape(-1).tolist()]
+        for x in flat:
+            if not -_INT64_MAX <= x <= _INT64_MAX:
+                raise IndexError(f"{path}: index {x} out of range")
+        return np.asarray(flat, np.int64)
+    if arr.size == 0 and kind == "f":
+        return np.zeros(0, np.int64)  # np.asarray([]) is float64
+    what = "a bool mask" if kind == "b" else f"an array of {arr.dtype}"
+    raise TypeError(f"indices must be integers, got {what}; use np.flatnonzero(mask) for a mask")
 
 
 def _reopen(fmt: Format, path: str, manifest: dict, verify: bool) -> Reader:

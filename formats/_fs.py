@@ -29,6 +29,26 @@ def read_file(path: str, hint: int = 1 << 16, *, dir_fd: int | None = None) -> b
 
 
 _O_RDONLY = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+_O_DIR = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+class OpenDir:
+    """A directory held open, for reads relative to it: ``read_file(name, dir_fd=d.fd)``.
+
+    Opening ``NAME`` relative to the descriptor skips the lookup of every
+    directory above (``os.open`` is a third of a small file's read), and keeps
+    reading the directory that was opened when its path is moved or replaced.
+    """
+
+    __slots__ = ("fd",)
+
+    def __init__(self, name: str | os.PathLike, dir_fd: int | None = None):
+        self.fd = os.open(name, _O_DIR, dir_fd=dir_fd)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 def disk_usage(path: os.PathLike | str) -> tuple[int, int]:

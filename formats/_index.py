@@ -14,7 +14,10 @@ share constants.
 from __future__ import annotations
 
 import json
+import struct
+import tokenize
 import zipfile
+import zlib
 from collections.abc import Mapping, Sequence
 from os import PathLike
 from pathlib import Path
@@ -135,6 +138,9 @@ class Index:
             extra = {c: np.asarray(arrays[f"x_{c}"]) for c in columns}
         except KeyError as err:
             raise DatasetError(path, f"index is missing column {err.args[0]!r}") from None
+        for k, v in (*a.items(), *((f"x_{c}", v) for c, v in extra.items())):
+            if v.dtype.kind not in ("f" if k == "boxes" else "iu") or v.ndim == 0:
+                raise DatasetError(path, f"index column {k!r} is damaged ({v.dtype} {v.shape})")
         n = len(a["label"])
         if count is not None and n != count:
             raise DatasetError(path, f"index holds {n} samples, the manifest {count}")
@@ -148,7 +154,7 @@ class Index:
         self._check_offsets("meta_off", a["meta_off"], n, len(a["meta"]))
         if a["shape"].shape != (n, 3) or a["dtype"].shape != (n,):
             raise DatasetError(path, "index shape/dtype columns do not match the sample count")
-        if (a["dtype"] > 1).any() or (a["shape"][:, :2] < 1).any() or \
+        if (a["dtype"] > 1).any() or (a["dtype"] < 0).any() or (a["shape"][:, :2] < 1).any() or \
                 (a["shape"][:, 2] < 0).any() or (a["shape"][:, 2] > 4).any():
             raise DatasetError(path, "index holds an impossible image shape or dtype")
         if a["boxes"].ndim != 2 or a["boxes"].shape[1:] != (4,) or \
@@ -192,8 +198,16 @@ class Index:
                 arrays = {k: z[k] for k in z.files}
         except FileNotFoundError as err:
             raise DatasetError(path, f"index file {Path(file).name} is missing") from err
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as err:
-            raise DatasetError(path, f"index file {Path(file).name} is damaged: {err}") from err
+        except PermissionError:
+            raise  # names the file; not damage
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError, NotImplementedError,
+                OverflowError, MemoryError, struct.error, zlib.error, SyntaxError, tokenize.TokenError,
+                RecursionError) as err:
+            # zipfile raises NotImplementedError for a damaged version or method field; numpy
+            # parses a member's header (read before its CRC is checked) with tokenize and
+            # ast.literal_eval, and MemoryError is a damaged shape: all of them mean "damaged".
+            raise DatasetError(path, f"index file {Path(file).name} is damaged: "
+                               f"{type(err).__name__}: {err}") from err
         return cls(arrays, path, columns, count)
 
     def nbytes(self, i: int) -> int:
@@ -210,5 +224,8 @@ class Index:
         else:
             boxes, box_labels = self._boxes[b0:b1], self._box_labels[b0:b1]
         m0, m1 = self._meta_off[i], self._meta_off[i + 1]
-        meta = json.loads(self._meta[m0:m1]) if m0 != m1 else {}
+        try:
+            meta = json.loads(self._meta[m0:m1]) if m0 != m1 else {}
+        except ValueError as err:  # only where the container has no checksum of its own
+            raise DatasetError(self.path, f"index metadata of sample {i} is damaged: {err}") from err
         return _sample(self.keys[i], image, self.label[i], boxes, box_labels, meta)

@@ -14,19 +14,23 @@ Pick it to benchmark the medical-imaging baseline (VinBigData, RSNA: a folder
 of ``.dcm`` files) or to hand images to DICOM tools.  Caveats: the slowest
 format here (pydicom is pure Python: ~0.3 ms to read and ~2 ms to write even
 a 32x32 image), one inode and ~350 bytes of header per image, no uint16
-colour and no 2- or 4-channel images.  :func:`display_transform` is the separate, lossy
+colour and no 2- or 4-channel images; Rows and Columns are 16-bit and the
+pixel data's length 32-bit, so an image with a side over 65535 pixels or
+over 4 GiB of pixels is refused on write with a ``ValueError``.  :func:`display_transform` is the separate, lossy
 VinBigData-style preprocessing for viewing and training; the reader never
 applies it.
 """
 from __future__ import annotations
 
+import io
+import struct
 from pathlib import Path
 
 import numpy as np
 import pydicom
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_voi_lut, pixel_array
 from pydicom.uid import (
     ExplicitVRLittleEndian,
@@ -36,14 +40,19 @@ from pydicom.uid import (
 
 from ._api import DatasetError, Format, Reader
 from ._bound import Bound, BoundInput, BoundRun
-from ._fs import dataset_files
+from ._fs import OpenDir, dataset_files, read_file
 from ._index import Index, IndexWriter
 
 MODES = frozenset({("uint8", 0), ("uint8", 1), ("uint16", 0), ("uint16", 1), ("uint8", 3)})
+MAX_SIDE = 0xFFFF  # Rows and Columns are US: 16-bit
+MAX_PIXEL_BYTES = 0xFFFFFFFE  # a 32-bit even value length (0xFFFFFFFF means "undefined")
 
 
 def _to_dataset(s, i: int, study: str, series: str) -> Dataset:
     img, uid = s.image, generate_uid()
+    if img.nbytes > MAX_PIXEL_BYTES:
+        raise ValueError(f"image of key {s.key!r}: {img.nbytes} bytes of pixels, over the "
+                         f"{MAX_PIXEL_BYTES} a DICOM PixelData element can hold")
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = SecondaryCaptureImageStorage
@@ -69,6 +78,7 @@ class DICOM(Format):
     name = "dicom"
     modes = MODES
     image_codec = "dicom"
+    max_image_side = MAX_SIDE
     libraries = ("pydicom",)
 
     @property
@@ -93,13 +103,16 @@ class DICOM(Format):
 class DICOMReader(Reader):
     def _open_handles(self):
         index = Index.load(self.path / "index.npz", self.path, count=self._n)
-        if not (self.path / "images").is_dir():
-            raise DatasetError(self.path, "images/ is missing")
+        try:  # images/ of the pinned dataset: each read opens its file relative to it
+            images = OpenDir("images", self._dir_fd)
+        except OSError as err:
+            raise DatasetError(self.path, "images/ is missing") from err
         self._index = index
-        return str(self.path / "images")  # no open files: each read opens its own
+        return images
 
-    def _file(self, i: int) -> str:
-        return f"{self._handles}/{i:08d}.dcm"
+    def _file(self, i: int) -> io.BytesIO:
+        # Read whole, then parsed from memory: pydicom opens paths only by name.
+        return io.BytesIO(read_file(f"{i:08d}.dcm", dir_fd=self._handles.fd))
 
     def _read(self, i):
         index = self._index
@@ -107,9 +120,11 @@ class DICOMReader(Reader):
             arr = pixel_array(self._file(i))
         except FileNotFoundError as err:
             raise DatasetError(self.path, f"images/{i:08d}.dcm is missing") from err
+        except PermissionError:
+            raise  # names the file: not damage
         # Warning too: a damaged header makes pydicom warn, an error where warnings are errors.
-        except (InvalidDicomError, ValueError, AttributeError, KeyError, EOFError, OSError,
-                Warning) as err:
+        except (InvalidDicomError, ValueError, AttributeError, KeyError, EOFError, OSError, Warning,
+                BytesLengthException, NotImplementedError, TypeError, IndexError, struct.error) as err:
             raise DatasetError(self.path, f"images/{i:08d}.dcm is damaged: {err}") from err
         shape, dtype = index.image_shape[i], index.image_dtype[i]
         if arr.dtype != dtype or arr.nbytes != index.nbytes(i):
@@ -123,7 +138,10 @@ class DICOMReader(Reader):
             raise IndexError(f"{self.path}: index {i} out of range for {self._n} samples")
         if self._handles is None:
             self.handles
-        return pydicom.dcmread(self._file(i % self._n))
+        try:
+            return pydicom.dcmread(self._file(i % self._n))
+        except FileNotFoundError as err:
+            raise DatasetError(self.path, f"images/{i % self._n:08d}.dcm is missing") from err
 
 
 DICOM.reader = DICOMReader

@@ -17,12 +17,12 @@ image means 100k inodes, slow directory listings and slow copies.
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 import numpy as np
 
 from ._api import DatasetError, Format, Reader, read_file
+from ._fs import OpenDir
 from ._index import Index, IndexWriter
 
 
@@ -93,6 +93,7 @@ class JPEG(Format):
     lossless = False
     modes = frozenset({("uint8", 0), ("uint8", 1), ("uint8", 3)})
     image_codec = "jpeg"  # bound: decode-only, this format's own bytes decoded from memory
+    max_image_side = 65500  # libjpeg(-turbo)'s JPEG_MAX_DIMENSION
     libraries = ("simplejpeg", "opencv-python-headless", "opencv-python", "pillow")
     bench_variants = ({}, {"quality": 75}, {"quality": 95})
 
@@ -119,25 +120,12 @@ class JPEG(Format):
         return {"jpeg_encoder": ENCODER}
 
 
-class _Handles:
-    """A descriptor of ``images/``: opening ``NAME.jpg`` relative to it skips the
-    lookup of every directory above (``os.open`` is a third of a read)."""
-
-    def __init__(self, images: Path):
-        self.dir_fd = os.open(images, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-
-    def close(self):
-        if self.dir_fd >= 0:
-            os.close(self.dir_fd)
-            self.dir_fd = -1
-
-
 class JPEGReader(Reader):
     def _open_handles(self):
         index = Index.load(self.path / "index.npz", self.path, count=self._n)
-        try:
-            handles = _Handles(self.path / "images")
-        except FileNotFoundError as err:
+        try:  # images/ of the pinned dataset: opening NAME.jpg relative to it skips
+            handles = OpenDir("images", self._dir_fd)  # the directories above, a third of a read
+        except OSError as err:
             raise DatasetError(self.path, "images/ folder is missing") from err
         self._index = index
         return handles
@@ -147,9 +135,11 @@ class JPEGReader(Reader):
         shape = index.image_shape[i]
         name = f"{i:08d}.jpg"
         try:
-            img = DECODE(read_file(name, dir_fd=self._handles.dir_fd), len(shape) == 2 or shape[2] == 1)
+            img = DECODE(read_file(name, dir_fd=self._handles.fd), len(shape) == 2 or shape[2] == 1)
         except FileNotFoundError as err:
             raise DatasetError(self.path, f"images/{name} is missing") from err
+        except PermissionError as err:  # not damage; opened relative to images/, so name it in full
+            raise PermissionError(err.errno, err.strerror, str(self.path / "images" / name)) from err
         except (ValueError, OSError) as err:
             raise DatasetError(self.path, f"images/{name} is damaged: {err}") from err
         if img.shape[:2] != shape[:2]:

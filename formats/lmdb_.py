@@ -10,7 +10,9 @@ Caffe / PyTorch-ImageNet layout).  Caveats: no compression, records round up
 to 4 KiB pages; the map size doubles while writing; readahead is off (good for
 random access, slower cold scans); mapped pages are released from the process
 every 128 MiB read so RSS stays bounded (they stay in the page cache); LMDB opens a file once
-per process, so its readers share one environment, reopened after fork.
+per process, so its readers share one environment, reopened after fork;
+threads may share a reader (``r[i]`` takes a lock, a scan has a transaction
+of its own).
 """
 from __future__ import annotations
 
@@ -133,7 +135,8 @@ class LMDBReader(Reader):
 
     def _read(self, i):
         try:
-            value = self._txn.get(_pos(i), b"")
+            with self._lock:  # an LMDB transaction serves one thread at a time
+                value = self._txn.get(_pos(i), b"")
             self._budget.charge_random(len(value))
             return decode(value)
         except (RecordError, lmdb.Error) as err:
@@ -148,7 +151,10 @@ class LMDBReader(Reader):
         i = 0
         try:
             charge = self._budget.charge
-            for value in islice(self._txn.cursor().iternext(keys=False), self._n):
+            # A read transaction of its own: scans in other threads do not share its cursor.
+            # (Not a with block: the transaction ends when dropped, also after close() of the env.)
+            txn = self._handles[1].begin(buffers=False)
+            for value in islice(txn.cursor().iternext(keys=False), self._n):
                 charge(len(value))
                 yield decode(value)
                 i += 1
@@ -157,7 +163,9 @@ class LMDBReader(Reader):
 
     def _keys(self):
         try:
-            keys = json.loads(self._txn.get(KEYS, b""))
+            with self._lock:
+                raw = self._txn.get(KEYS, b"")
+            keys = json.loads(raw)
             if not isinstance(keys, list) or len(keys) != self._n:
                 raise ValueError(f"not a list of {self._n} keys")
         except (ValueError, lmdb.Error) as err:

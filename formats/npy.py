@@ -16,6 +16,7 @@ RSS stays bounded however large the file.
 from __future__ import annotations
 
 import struct
+import tokenize
 from pathlib import Path
 
 import numpy as np
@@ -69,8 +70,11 @@ class NpyReader(Reader):
             mm = np.load(self.path / "pixels.npy", mmap_mode="r")
         except FileNotFoundError as err:
             raise DatasetError(self.path, "pixels.npy is missing") from err
-        except (ValueError, OSError, EOFError) as err:
-            raise DatasetError(self.path, f"pixels.npy is damaged: {err}") from err
+        except PermissionError:
+            raise  # names the file: not damage
+        except (ValueError, OSError, EOFError, SyntaxError, tokenize.TokenError) as err:
+            # np.load parses a damaged header with tokenize and ast.literal_eval
+            raise DatasetError(self.path, f"pixels.npy is damaged: {type(err).__name__}: {err}") from err
         if mm.dtype != np.uint8 or mm.ndim != 1:
             raise DatasetError(self.path, f"pixels.npy holds {mm.dtype} {mm.shape}, not flat uint8")
         nbytes = np.asarray([index.nbytes(i) for i in range(index.n)], np.int64)

@@ -11,7 +11,8 @@ Pick it when the dataset also feeds analytics or lives in a data lake, or to
 scan the label columns alone.  Caveats: the row group is the unit of random
 access, so ``r[i]`` reads and decodes ``row_group_size`` images (the last row
 group stays decoded per process, so neighbouring reads are cheap); the writer
-holds one row group in memory; a scan yields read-only views into Arrow buffers.
+holds one row group in memory; a scan yields read-only views into Arrow buffers;
+threads may share a reader, its pyarrow reads take turns (a lock).
 """
 from __future__ import annotations
 
@@ -144,9 +145,11 @@ class ParquetReader(Reader):
 
     def _read(self, i):
         k = bisect.bisect_right(self._starts, i) - 1
-        if self._cached[0] != k:  # read row group k alone; it stays decoded for its neighbours
-            self._cached = (k, self._decode(self._handles.read_row_group, k))
-        return self._cached[1].sample(i - self._starts[k], copy=True)
+        cached = self._cached  # once: another thread may replace it meanwhile
+        if cached[0] != k:  # read row group k alone; it stays decoded for its neighbours
+            with self._lock:  # one pyarrow read at a time on the shared ParquetFile
+                cached = self._cached = (k, self._decode(self._handles.read_row_group, k))
+        return cached[1].sample(i - self._starts[k], copy=True)
 
     def _read_many(self, idx):
         out = [None] * len(idx)
@@ -155,12 +158,18 @@ class ParquetReader(Reader):
         return out
 
     def _iter(self):
-        batches = self._handles.iter_batches(batch_size=max(np.diff(self._starts).tolist() or [1]))
-        while (block := self._decode(next, batches, None)) is not None:
+        with self._lock:
+            batches = self._handles.iter_batches(batch_size=max(np.diff(self._starts).tolist() or [1]))
+        while True:
+            with self._lock:
+                block = self._decode(next, batches, None)
+            if block is None:
+                return
             yield from map(block.sample, range(len(block.keys)))
 
     def _keys(self):
-        return self._handles.read(columns=["key"]).column("key").to_pylist()
+        with self._lock:
+            return self._handles.read(columns=["key"]).column("key").to_pylist()
 
 
 Parquet.reader = ParquetReader

@@ -12,20 +12,25 @@ the other formats are compared with.  Caveats: lossless but slow to decode
 (zlib), one inode per image (100k files strain backups, ``ls`` and network
 file systems), and Pillow cannot write 16-bit colour, so ``uint16`` images
 with 2, 3 or 4 channels are refused on write; 16-bit grayscale is kept
-(mode ``I;16``).  Images over Pillow's ``Image.MAX_IMAGE_PIXELS`` (89 M
-pixels) are written but warn, or beyond twice that fail, on read as
-decompression bombs.  ``compress_level`` (0-9, zlib) trades write time and
-size and barely changes read time.
+(mode ``I;16``).  Pillow reads images over ``PIL.Image.MAX_IMAGE_PIXELS``
+(89 M pixels by default) only with a decompression-bomb warning, and fails
+beyond twice that, so larger images are refused on write with a
+``ValueError`` (:func:`max_pixels`; raise the setting before writing and
+reading to store them).  ``compress_level`` (0-9, zlib) trades write time
+and size and barely changes read time.
 """
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 
 import numpy as np
 import PIL
 from PIL import Image
 
 from ._api import DatasetError, Format, Reader, read_file
+from ._fs import OpenDir
 from ._index import Index, IndexWriter
 
 IMAGES = "images"
@@ -46,15 +51,36 @@ def encode(img: np.ndarray, compress_level: int = 6) -> bytes:
     return out.getvalue()
 
 
+def max_pixels() -> int | None:
+    """Pixels per image Pillow reads back without a decompression-bomb warning or error:
+    ``PIL.Image.MAX_IMAGE_PIXELS`` as it is set now (None: no limit)."""
+    return Image.MAX_IMAGE_PIXELS
+
+
+# Pillow's ways to say "not a PNG I can decode" (struct.error and zlib.error are plain
+# Exceptions, DecompressionBombError too; the warning is raised where warnings are errors).
+_BROKEN = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, KeyError,
+           struct.error, zlib.error, Image.DecompressionBombError, Image.DecompressionBombWarning)
+
+
 def decode(buf) -> np.ndarray:
     """The pixels of PNG bytes, as Pillow stores them (I;16 reads as '<u2').
 
     One decoder for every format that stores PNG (png, zip, tar) and for the
     decode-only bound, so the bound decodes exactly as the formats do.
+
+    Raises
+    ------
+    ValueError
+        The bytes are not a PNG Pillow can decode, whatever Pillow raised
+        (the message names it), including an image over :func:`max_pixels`.
     """
-    with Image.open(io.BytesIO(buf), formats=("PNG",)) as im:
-        im.load()
-        return np.asarray(im)
+    try:
+        with Image.open(io.BytesIO(buf), formats=("PNG",)) as im:
+            im.load()
+            return np.asarray(im)
+    except _BROKEN as err:
+        raise ValueError(f"not a readable PNG: {type(err).__name__}: {err}") from err
 
 
 def _name(i: int) -> str:
@@ -67,6 +93,10 @@ class PNG(Format):
     image_codec = "png"  # bound: decode-only, this format's own bytes decoded from memory
     libraries = ("pillow",)
     bench_variants = ({}, {"compress_level": 1})
+
+    @property
+    def max_image_pixels(self) -> int | None:  # type: ignore[override]  # a property where the base has a plain attribute
+        return max_pixels()
 
     def __init__(self, compress_level: int = 6):
         if not isinstance(compress_level, int) or not 0 <= compress_level <= 9:
@@ -88,14 +118,12 @@ class PNG(Format):
 class PNGReader(Reader):
     def _open_handles(self):
         index = Index.load(self.path / "index.npz", self.path, count=self._n)
-        if not (self.path / IMAGES).is_dir():
-            raise DatasetError(self.path, f"{IMAGES}/ folder is missing")
+        try:  # images/ of the pinned dataset: each read opens its file relative to it
+            images = OpenDir(IMAGES, self._dir_fd)
+        except OSError as err:
+            raise DatasetError(self.path, f"{IMAGES}/ folder is missing") from err
         self._index = index
-        self._root = str(self.path) + "/"
-        return index
-
-    def _close_handles(self, handles):
-        pass  # nothing stays open between reads
+        return images
 
     def _read(self, i):
         index = self._index
@@ -103,10 +131,12 @@ class PNGReader(Reader):
         try:
             # One read of the whole file: Pillow reading a file object makes a
             # dozen small buffered reads, as slow as decoding a 32x32 image.
-            img = decode(read_file(self._root + name))
+            img = decode(read_file(f"{i:08d}.png", dir_fd=self._handles.fd))
         except FileNotFoundError as err:
             raise DatasetError(self.path, f"{name} is missing") from err
-        except (OSError, SyntaxError, ValueError) as err:  # Pillow's ways to say "broken"
+        except PermissionError as err:  # not damage; opened relative to images/, so name it in full
+            raise PermissionError(err.errno, err.strerror, str(self.path / name)) from err
+        except (OSError, ValueError) as err:  # decode turns all of Pillow's errors into ValueError
             raise DatasetError(self.path, f"{name} is damaged: {err}") from err
         dtype, shape = index.image_dtype[i], index.image_shape[i]
         if img.dtype != dtype:

@@ -11,7 +11,9 @@ ndbm, then the pure-Python ``dbm.dumb`` (Python 3.13 puts ``dbm.sqlite3``
 first).  The CPython used here (3.11, built without ``_gdbm`` and ``_dbm``)
 falls back to ``dbm.dumb``: ``shelf.dat`` with every value padded to 512
 bytes, a text index ``shelf.dir`` loaded whole at open, and a file open per
-read and two per write.  The backend is recorded in the manifest
+read (the reader skips it: one ``pread`` on ``shelf.dat``, held open, so a
+dataset written over meanwhile is never read) and two per write.  Threads
+may share a reader (gdbm and ndbm reads take a lock).  The backend is recorded in the manifest
 (``dbm_backend``) and in ``reader.info()``; a shelf written with gdbm cannot
 be opened where gdbm is missing.
 
@@ -25,9 +27,12 @@ twice the pickle format's and each process's first read parses the whole
 from __future__ import annotations
 
 import dbm
+import os
 import pickle
 import shelve
+import sqlite3
 from pathlib import Path
+from urllib.parse import quote
 
 from ._api import DatasetError, Format, Reader, Sample
 from ._bound import Bound, BoundInput, BoundRun
@@ -36,6 +41,33 @@ from ._index import Index, IndexWriter
 from ._pickling import loads
 
 SHELF = "shelf"
+_O_RDONLY = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
+
+
+class _Shelf:
+    """The open shelf, and how to read a record without going through it where that
+    is safer: ``dbm.dumb`` reopens ``shelf.dat`` by name on every read (it would read
+    a dataset written over meanwhile), so its records are read with one ``pread`` on
+    the pinned file; ``dbm.sqlite3`` connections refuse other threads, so records are
+    read through a read-only connection of our own that allows them."""
+
+    def __init__(self, shelf: shelve.Shelf, dir_fd: int | None, file: Path):
+        self.shelf, self.dat, self.where, self.con = shelf, None, None, None
+        db = shelf.dict  # type: ignore[attr-defined]  # where a Shelf keeps its dbm
+        if type(db).__module__ == "dbm.dumb":
+            self.where = db._index  # key -> (offset, size), loaded at open
+            self.dat = os.open(f"{SHELF}.dat", _O_RDONLY, dir_fd=dir_fd)
+        elif type(db).__module__ == "dbm.sqlite3":  # Python 3.13's default backend
+            self.con = sqlite3.connect(f"file:{quote(str(file))}?mode=ro&immutable=1", uri=True,
+                                       check_same_thread=False)
+
+    def close(self) -> None:
+        if self.dat is not None:
+            os.close(self.dat)
+            self.dat = None
+        if self.con is not None:
+            self.con.close()
+        self.shelf.close()
 
 
 class Shelve(Format):
@@ -63,21 +95,46 @@ class Shelve(Format):
 class ShelveReader(Reader):
     def _open_handles(self):
         index = Index.load(self.path / "index.npz", self.path, count=self._n)
+        for f in sorted(self.path.glob(f"{SHELF}*")):  # dbm.whichdb takes an unreadable file for none
+            os.close(os.open(f, os.O_RDONLY))
         try:
             shelf = shelve.open(str(self.path / SHELF), "r")
+        except PermissionError:
+            raise  # names the file: not damage
         except (*dbm.error, ValueError, SyntaxError) as err:  # dbm.dumb parses its .dir text
             raise DatasetError(self.path, f"cannot open the shelf: {err}") from err
-        if len(shelf) != index.n:
+        if (held := len(shelf)) != index.n:
+            shelf.close()  # counted first: a closed shelf has no len
+            raise DatasetError(self.path, f"shelf holds {held} samples, index {index.n}")
+        try:
+            handles = _Shelf(shelf, self._dir_fd, self.path / SHELF)
+        except (OSError, sqlite3.Error) as err:
             shelf.close()
-            raise DatasetError(self.path, f"shelf holds {len(shelf)} samples, index {index.n}")
+            raise DatasetError(self.path, f"cannot open the shelf: {err}") from err
         self._index = index
-        return shelf
+        return handles
+
+    def _raw(self, key: bytes) -> bytes:
+        h = self._handles
+        if h.where is not None:
+            offset, size = h.where[key]  # KeyError for a key never stored
+            raw = os.pread(h.dat, size, offset)
+            if len(raw) != size:
+                raise OSError(f"shelf.dat is cut short at byte {offset + len(raw)}")
+            return raw
+        if h.con is not None:
+            row = h.con.execute("SELECT value FROM Dict WHERE key = CAST(? AS BLOB)", (key,)).fetchone()
+            if row is None:
+                raise KeyError(key)
+            return row[0]
+        with self._lock:  # gdbm, ndbm: one C handle
+            return h.shelf.dict[key]
 
     def _load(self, key, where):
-        # Through shelf.dict (the dbm) so a missing key and a damaged record stay apart.
+        # Through the dbm, not the Shelf, so a missing key and a damaged record stay apart.
         try:
-            raw = self._handles.dict[key.encode(self._handles.keyencoding)]
-        except OSError as err:  # dbm.dumb reopens shelf.dat on every read
+            raw = self._raw(key.encode(self._handles.shelf.keyencoding))
+        except (OSError, sqlite3.Error) as err:
             raise DatasetError(self.path, f"shelf: cannot read {where}: {err}") from err
         try:
             s = loads(raw, format_version=self.manifest["format_version"])

@@ -21,6 +21,7 @@ network file systems whose locking is broken).
 """
 from __future__ import annotations
 
+import os
 import sqlite3
 from functools import partial
 from itertools import islice
@@ -32,6 +33,8 @@ from ._bound import Bound, BoundInput, BoundRun, named
 from ._record import RecordError, decode, encode
 
 BATCH = 1000  # rows per executemany: bounds the Python-side buffer
+# How a damaged file shows: SQLite's errors, and text columns (the schema too) that are not UTF-8.
+_BROKEN = (sqlite3.Error, UnicodeDecodeError)
 
 
 class SQLite(Format):
@@ -77,12 +80,18 @@ class SQLiteReader(Reader):
         file = self.path / "data.sqlite"
         if not file.is_file():
             raise DatasetError(self.path, "data.sqlite is missing")
-        # A serialized build (threadsafety 3, the usual) lets threads share the connection.
-        con = _connect(file, check_same_thread=sqlite3.threadsafety != 3)
+        # SQLite says only "unable to open database file": open it once ourselves so that
+        # a permission error is a PermissionError naming the file, not damage.
+        os.close(os.open(file, os.O_RDONLY))
+        try:
+            # A serialized build (threadsafety 3, the usual) lets threads share the connection.
+            con = _connect(file, check_same_thread=sqlite3.threadsafety != 3)
+        except sqlite3.Error as err:
+            raise DatasetError(self.path, f"data.sqlite cannot be opened: {err}") from err
         try:
             # A header check plus a cheap query: connect() alone accepts any file.
             (last,) = con.execute("SELECT max(pos) FROM samples").fetchone()
-        except sqlite3.DatabaseError as err:
+        except _BROKEN as err:
             con.close()
             raise DatasetError(self.path, f"data.sqlite is damaged: {err}") from err
         if (-1 if last is None else last) != self._n - 1:
@@ -94,7 +103,7 @@ class SQLiteReader(Reader):
     def _query(self, sql, args=()):
         try:
             return self._handles.execute(sql, args)
-        except sqlite3.DatabaseError as err:
+        except _BROKEN as err:
             raise DatasetError(self.path, f"data.sqlite is damaged: {err}") from err
 
     def _decode(self, record, what):
@@ -124,7 +133,7 @@ class SQLiteReader(Reader):
         try:
             for n, (record,) in enumerate(rows, 1):  # rows are fetched as the loop goes
                 yield self._decode(record, f"sample {n - 1}")
-        except sqlite3.DatabaseError as err:
+        except _BROKEN as err:
             raise DatasetError(self.path, f"data.sqlite is damaged after sample {n}: {err}") from err
         if n != self._n:
             raise DatasetError(self.path, f"data.sqlite ends after {n} of {self._n} samples")
@@ -132,7 +141,7 @@ class SQLiteReader(Reader):
     def _keys(self):
         try:
             return [k for (k,) in self._query("SELECT key FROM samples ORDER BY pos")]
-        except sqlite3.DatabaseError as err:  # raised while fetching, e.g. bad UTF-8
+        except _BROKEN as err:  # raised while fetching, e.g. bad UTF-8
             raise DatasetError(self.path, f"data.sqlite keys are damaged: {err}") from err
 
     def get(self, key):

@@ -12,7 +12,9 @@ WebDataset and ``tar`` read the same shards by name).
 Pick it for sequential streaming at scale (WebDataset, object stores).
 Caveats: 512-byte tar blocks nearly double small datasets (32x32 images);
 random access needs our index (WebDataset only streams); other tools read a
-one-channel PNG as ``(H, W)``; each process opens shards lazily, <= 64 at once.
+one-channel PNG as ``(H, W)``; each process opens shards lazily, <= 64 at once,
+from the dataset directory it opened (so a dataset written over meanwhile is
+never read), and threads share them under a lock held for each ``pread``.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import itertools
 import json
 import os
 import tarfile
+import tokenize
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +34,7 @@ from ._bound import Bound, BoundInput, BoundRun
 from ._index import Index, IndexWriter
 
 READ_BLOCK = 4 << 20  # bytes per read of a scan
+_O_RDONLY = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
 
 
 def _member(tf: tarfile.TarFile, name: str, data: bytes) -> int:
@@ -51,9 +55,13 @@ def _encode(img: np.ndarray) -> tuple[str, bytes]:
 
 def _decode(buf, ext: str) -> np.ndarray:
     if ext == "png":
-        return png.decode(buf)
-    with io.BytesIO(buf) as f:
-        return np.load(f, allow_pickle=False)
+        return png.decode(buf)  # raises ValueError for every broken PNG
+    try:
+        with io.BytesIO(buf) as f:
+            return np.load(f, allow_pickle=False)
+    except (SyntaxError, tokenize.TokenError, TypeError, KeyError, MemoryError, RecursionError) as err:
+        # np.load parses a damaged header with tokenize and ast.literal_eval
+        raise ValueError(f"not a readable .npy: {type(err).__name__}: {err}") from err
 
 
 class Tar(Format):
@@ -65,6 +73,12 @@ class Tar(Format):
     @property
     def bound(self) -> Bound:
         return Bound("bare-tarfile", bare_tarfile)
+
+    @property
+    def max_image_pixels(self) -> int | None:  # type: ignore[override]  # a property where the base has a plain attribute
+        """Pillow's limit (:func:`storebench.formats.png.max_pixels`), for every image: uint16 ones,
+        stored as .npy, are held to it too, so that one limit describes the format."""
+        return png.max_pixels()
 
     def __init__(self, shard_size: int = 1000, shard_bytes: int | None = None):
         if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
@@ -100,13 +114,12 @@ class TarReader(Reader):
         n_shards = self.manifest.get("shards")
         if not isinstance(n_shards, int):
             raise DatasetError(self.path, "the manifest does not give the shard count")
-        paths = [str(self.path / f"shard-{k:06d}.tar") for k in range(n_shards)]
         c = index.columns  # the base class has checked every shard's size against the manifest
         if index.n and (c["shard"].min() < 0 or c["shard"].max() >= n_shards or c["offset"].min() < 0):
             raise DatasetError(self.path, "index points outside the shards")
-        self._index, self._paths = index, paths
+        self._index = index
         self._loc = list(zip(c["shard"].tolist(), c["offset"].tolist(), c["size"].tolist()))
-        return {}  # shard number -> file descriptor, opened on first use
+        return {}  # shard number -> file descriptor, opened on first use (under self._lock)
 
     def _close_handles(self, fds):
         while fds:
@@ -119,13 +132,20 @@ class TarReader(Reader):
             raise ValueError(f"it decodes to {img.dtype} {img.shape}, expected {shape}")
         return img.reshape(shape)
 
-    def _fd(self, k: int) -> int:
-        fds = self._handles
-        if k not in fds:
-            if len(fds) >= 64:  # far below the usual limit of 1024 descriptors
-                os.close(fds.pop(next(iter(fds))))
-            fds[k] = os.open(self._paths[k], os.O_RDONLY)
-        return fds[k]
+    def _pread(self, k: int, size: int, offset: int) -> bytes:
+        """``size`` bytes at ``offset`` of shard ``k``, opened relative to the pinned dataset.
+
+        Under the lock: a thread could otherwise close (evict) the descriptor between
+        another's lookup and its read, and a shard opened next would get its number.
+        """
+        with self._lock:
+            fds = self._handles
+            fd = fds.get(k)
+            if fd is None:
+                if len(fds) >= 64:  # far below the usual limit of 1024 descriptors
+                    os.close(fds.pop(next(iter(fds))))
+                fd = fds[k] = os.open(f"shard-{k:06d}.tar", _O_RDONLY, dir_fd=self._dir_fd)
+            return os.pread(fd, size, offset)
 
     def _decode(self, i: int, k: int, buf) -> Sample:
         try:
@@ -137,7 +157,9 @@ class TarReader(Reader):
     def _read(self, i):
         k, offset, size = self._loc[i]
         try:
-            buf = os.pread(self._fd(k), size, offset)
+            buf = self._pread(k, size, offset)
+        except PermissionError:
+            raise  # names the file: not damage
         except OSError as err:
             raise DatasetError(self.path, f"shard-{k:06d}.tar member s{i:09d} is unreadable: {err}") from err
         if len(buf) != size:
@@ -156,7 +178,9 @@ class TarReader(Reader):
                 end = loc[j][1] + loc[j][2]
                 j += 1
             try:
-                block = os.pread(self._fd(k), end - start, start)
+                block = self._pread(k, end - start, start)
+            except PermissionError:
+                raise  # names the file: not damage
             except OSError as err:
                 raise DatasetError(self.path, f"shard-{k:06d}.tar is unreadable: {err}") from err
             if len(block) != end - start:

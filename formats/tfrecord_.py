@@ -84,6 +84,8 @@ class TFRecordReader(Reader):
             table = np.array((self.path / "data.tfindex").read_bytes().split(), np.int64)
             keys = json.loads((self.path / "keys.json").read_bytes())
             f = open(self.path / "data.tfrecord", "rb", buffering=0)
+        except PermissionError:
+            raise  # names the file: not damage
         except (OSError, ValueError) as err:
             raise DatasetError(self.path, f"a file is missing or damaged: {err}") from err
         off, size = table[0::2], table[1::2]

@@ -11,21 +11,27 @@ Pick it for chunked, compressed arrays on local disks or object stores and
 for interop with the scientific Python stack.  Caveats: zarr-python 3 sends
 every read through its asyncio I/O thread (hundreds of microseconds per
 ``r[i]``) and decodes whole chunks; the last chunk is stored full size; a
-chunk file deleted behind zarr's back reads as zeros (its fill value), which
-only ``verify`` notices.
+chunk file deleted behind zarr's back before the reader opens reads as zeros
+(its fill value), which only ``verify`` notices (the reader opens chunks
+relative to the directory it opened, so one deleted or written over after
+that is a DatasetError).
 """
 from __future__ import annotations
 
+import asyncio
+import os
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 import zarr
+from zarr.abc.store import OffsetByteRequest, RangeByteRequest, SuffixByteRequest
 from zarr.codecs import BloscCodec, ZstdCodec
+from zarr.core.buffer import default_buffer_prototype
 
 from ._api import DatasetError, Format, Reader
 from ._bound import Bound, BoundInput, BoundRun, named
-from ._fs import dataset_files
+from ._fs import OpenDir, dataset_files, read_file
 from ._index import DTYPES, Index, IndexWriter
 
 CODECS = ("none", "zstd", "blosc")
@@ -97,29 +103,90 @@ class Zarr(Format):
                                chunks=tuple(max(1, n) for n in arr.shape))
 
 
+class _PinnedStore(zarr.storage.LocalStore):
+    """A read-only LocalStore that reads keys relative to a held directory descriptor.
+
+    LocalStore opens ``root / key`` by path on every read, so a dataset written
+    over meanwhile would hand the reader the new chunks, and one deleted would
+    read as zeros (a missing chunk is the fill value).  Here a key opens
+    relative to ``dir`` (``data.zarr`` of the pinned dataset), and a key that
+    was there at open and is gone now is a DatasetError, never zeros.
+    """
+
+    def __init__(self, root: Path, dir: OpenDir, dataset: Path):
+        super().__init__(root, read_only=True)
+        self._dir, self._dataset = dir, dataset
+        self._present = {os.path.join(top, f)[2:] for top, _d, files, _fd in os.fwalk(".", dir_fd=dir.fd)
+                         for f in files}
+
+    def _read(self, key: str, prototype, byte_range):
+        try:
+            buf = read_file(key, dir_fd=self._dir.fd)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            if key in self._present:
+                raise DatasetError(self._dataset, f"data.zarr/{key} is gone: the dataset was deleted "
+                                   "or written over since it was opened") from None
+            return None  # never written: zarr leaves out chunks that are all fill value
+        if isinstance(byte_range, RangeByteRequest):
+            buf = buf[byte_range.start:byte_range.end]
+        elif isinstance(byte_range, OffsetByteRequest):
+            buf = buf[byte_range.offset:]
+        elif isinstance(byte_range, SuffixByteRequest):
+            buf = buf[max(0, len(buf) - byte_range.suffix):]
+        return (prototype or default_buffer_prototype()).buffer.from_bytes(buf)
+
+    async def get(self, key, prototype=None, byte_range=None):
+        return await asyncio.to_thread(self._read, key, prototype, byte_range)
+
+    def get_sync(self, key, *, prototype=None, byte_range=None):
+        return self._read(key, prototype, byte_range)
+
+    async def get_partial_values(self, prototype, key_ranges):
+        return [await self.get(key, prototype, byte_range) for key, byte_range in key_ranges]
+
+
 class ZarrReader(Reader):
     def _open_handles(self):
         try:
-            store = zarr.storage.LocalStore(self.path / "data.zarr", read_only=True)
+            zdir = OpenDir("data.zarr", self._dir_fd)
+        except OSError as err:
+            raise DatasetError(self.path, f"data.zarr is missing: {err}") from err
+        try:
+            store = _PinnedStore(self.path / "data.zarr", zdir, self.path)
             group = zarr.open_group(store, mode="r")
             pixels = group["pixels"]
             names = group["index"].attrs["columns"]
             arrays = {name: group[f"index/{name}"][...] for name in names}
         except (OSError, KeyError, ValueError, TypeError) as err:
+            zdir.close()
+            if isinstance(err, DatasetError):
+                raise
+            if isinstance(err, PermissionError):  # not damage; zarr drops the file name
+                raise PermissionError(err.errno, err.strerror, err.filename or str(self.path / "data.zarr")) from err
             raise DatasetError(self.path, f"data.zarr is missing or damaged: {err!r}") from err
-        index = Index(arrays, self.path, ("offset",), self._n)
-        start, (h, w, c) = index.columns["offset"], index.shape.T
-        end = start + h * w * np.maximum(c, 1) * np.array([d.itemsize for d in DTYPES])[index.dtype]
-        if pixels.dtype != np.uint8 or pixels.ndim != 1 or \
-                (index.n and (start.min() < 0 or end.max() > pixels.shape[0])):
-            raise DatasetError(self.path, "index does not match data.zarr/pixels (truncated?)")
+        self._zdir = zdir
+        try:
+            index = Index(arrays, self.path, ("offset",), self._n)
+            start, (h, w, c) = index.columns["offset"], index.shape.T
+            end = start + h * w * np.maximum(c, 1) * np.array([d.itemsize for d in DTYPES])[index.dtype]
+            if pixels.dtype != np.uint8 or pixels.ndim != 1 or \
+                    (index.n and (start.min() < 0 or end.max() > pixels.shape[0])):
+                raise DatasetError(self.path, "index does not match data.zarr/pixels (truncated?)")
+        except BaseException:
+            zdir.close()
+            raise
         self._index = index
         self._span = list(zip(start.tolist(), end.tolist()))
         return pixels
 
+    def _close_handles(self, handles):
+        self._zdir.close()
+
     def _get(self, a: int, b: int) -> np.ndarray:
         try:
             return self._handles[a:b]
+        except DatasetError:
+            raise
         except (OSError, ValueError, RuntimeError) as err:
             raise DatasetError(self.path, f"pixels[{a}:{b}] do not decode: {err!r}") from err
 

@@ -21,8 +21,10 @@ seeks on one file offset and returns garbage.
 """
 from __future__ import annotations
 
+import struct
 import sys
 import zipfile
+import zlib
 from functools import partial
 from pathlib import Path
 
@@ -65,6 +67,11 @@ class Zip(Format):
         return self.encoding
 
     @property
+    def max_image_pixels(self) -> int | None:  # type: ignore[override]  # a property where the base has a plain attribute
+        """Pillow's limit for PNG members (:func:`storebench.formats.png.max_pixels`); none for raw."""
+        return png.max_pixels() if self.encoding == "png" else None
+
+    @property
     def bound(self) -> Bound:
         """bare-zipfile with this format's compression and encoding."""
         return Bound(named("bare-zipfile", self), partial(bare_zipfile, compression=self.compression,
@@ -92,8 +99,10 @@ class ZipReader(Reader):
             zf = zipfile.ZipFile(self.path / "data.zip")
         except FileNotFoundError as err:
             raise DatasetError(self.path, "data.zip is missing") from err
-        except (zipfile.BadZipFile, OSError, ValueError) as err:
-            raise DatasetError(self.path, f"data.zip is damaged: {err}") from err
+        except PermissionError:
+            raise  # names the file: not damage
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, struct.error) as err:
+            raise DatasetError(self.path, f"data.zip is damaged: {type(err).__name__}: {err}") from err
         try:
             for name in zf.NameToInfo:
                 if not safe_member(name):
@@ -119,8 +128,10 @@ class ZipReader(Reader):
                 s = _record.decode(buf)
             else:
                 img = png.decode(buf)
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
-            raise DatasetError(self.path, f"data.zip member {info.filename} is damaged: {err}") from err
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, struct.error,
+                zlib.error) as err:  # png.decode makes every Pillow error a ValueError
+            raise DatasetError(self.path, f"data.zip member {info.filename} is damaged: "
+                               f"{type(err).__name__}: {err}") from err
         if not self._png:
             if s.key != self._index.keys[i]:
                 raise DatasetError(self.path, f"{info.filename} holds key {s.key!r}, "

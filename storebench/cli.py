@@ -18,8 +18,10 @@ import argparse
 import contextlib
 import re
 import shlex
+import signal
 import subprocess
 import sys
+import threading
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -323,7 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                    help="a format option, e.g. --option level=4 (repeatable)")
     p.add_argument("--seed", type=seed, default=0, help="dataset seed (default 0)")
-    p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace DIR if it is a storebench dataset (anything else there is refused)")
     p.set_defaults(func=_cmd_generate)
 
     p = sub.add_parser("verify", help="check every sample of datasets against their stored checksums",
@@ -347,7 +350,18 @@ def _warnings_to_stderr():
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(list(sys.argv[1:] if argv is None else argv))
+    except KeyboardInterrupt:  # writers remove their temporary directory on the way out
+        # Exiting now: a second Ctrl-C (or one the shell repeats) must not turn the exit
+        # status 130 into death by SIGINT while the interpreter shuts down.
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        print("storebench: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str]) -> int:
     if argv[:1] == ["run"] and not {"-h", "--help"} & set(argv[1:2]):
         try:  # pytest's options go through untouched, so no argparse here
             return run_bench(argv[1:])
@@ -362,9 +376,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CommandError, ResultsError) as err:
         print(f"storebench {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # writers remove their temporary directory on the way out
-        print(f"storebench {args.command}: interrupted", file=sys.stderr)
-        return 130
 
 
 if __name__ == "__main__":

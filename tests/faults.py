@@ -13,4 +13,6 @@ from storebench.formats.testing.faults import main
 
 if __name__ == "__main__":
     main(sys.argv[1:])
+    sys.stdout.flush()  # os._exit skips the interpreter's flush of a piped stdout
+    sys.stderr.flush()
     os._exit(0)

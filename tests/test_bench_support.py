@@ -319,6 +319,16 @@ def test_a_damaged_sidecar_means_rebuild(cache_root):
     assert again.builds == 1 and json.loads(side.read_text())["checksum"] == ds.checksum
 
 
+def test_a_damaged_cached_dataset_is_rebuilt(cache_root):
+    """A cache entry whose manifest a killed run cut short is the cache's own: removed and rewritten."""
+    dc = DataCache(cache_root)
+    ds = dc.dataset(formats.get("npy"), "cifar", 6)
+    (ds.path / formats.MANIFEST).write_text("{cut sho")
+    again = DataCache(cache_root)
+    assert again.dataset(formats.get("npy"), "cifar", 6).checksum == ds.checksum
+    assert again.builds == 1 and formats.read_manifest(ds.path)["count"] == 6
+
+
 def test_scratch_of_killed_runs_on_this_host_is_removed_and_others_kept(tmp_path):
     from bench._data import _scratch_name
     dead = subprocess.Popen([sys.executable, "-c", "pass"])

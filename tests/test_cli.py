@@ -108,7 +108,11 @@ def test_ctrl_c_exits_130_and_leaves_nothing(tmp_path):
                              "200k", "--format", "png", "--out", str(tmp_path / "ds")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
-    while not any(p.name.startswith(".ds.tmp-") for p in tmp_path.iterdir()):
+    def writing() -> bool:  # the temp directory exists and the writer is filling it
+        return any(p.is_dir() and p.name.startswith(".ds.tmp-") and any(p.rglob("*.png"))
+                   for p in tmp_path.iterdir())
+
+    while not writing():
         assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read() if proc.stderr else ""
         time.sleep(0.05)
     time.sleep(0.3)
@@ -117,3 +121,26 @@ def test_ctrl_c_exits_130_and_leaves_nothing(tmp_path):
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "interrupted" in err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("what", ["project folder", "file", "symlink to a dataset"])
+def test_generate_overwrite_replaces_only_a_dataset(what, tmp_path, capsys):
+    """--overwrite on something that is not a storebench dataset: exit 2, one line naming it, untouched."""
+    out = tmp_path / "out"
+    if what == "project folder":
+        (out / "src").mkdir(parents=True)
+        (out / "src" / "thesis.tex").write_text("years of work")
+    elif what == "file":
+        out.write_text("keep me")
+    else:
+        formats.get("npy").write(SAMPLES, tmp_path / "ds")
+        out.symlink_to(tmp_path / "ds")
+    before = sorted((str(p), p.is_file() and p.read_bytes()) for p in tmp_path.rglob("*"))
+    code = main(["generate", "--preset", "cifar", "--n", "3", "--out", str(out), "--overwrite"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and str(out) in err, err
+    assert sorted((str(p), p.is_file() and p.read_bytes()) for p in tmp_path.rglob("*")) == before
+    formats.get("npy").write(SAMPLES, tmp_path / "ds2")
+    assert main(["generate", "--preset", "cifar", "--n", "3", "--out", str(tmp_path / "ds2"), "--overwrite"]) == 0
+    with formats.open_dataset(tmp_path / "ds2") as r:
+        assert len(r) == 3

@@ -167,6 +167,47 @@ def test_pid_alive_never_signals_off_posix(monkeypatch):
     assert _atomic.pid_alive(12345) is True and calls == []
 
 
+def _die_between_renames(path):
+    def rename_then_die(src, dst):
+        os._exit(0)  # the old dataset is renamed aside, the new one not yet in place
+    _atomic._rename_noreplace = rename_then_die
+    formats.get("npy").write(fixtures.make_dataset("cifar", 4, seed=1), path, overwrite=True)
+
+
+def test_writer_dead_between_its_renames_gets_the_old_dataset_put_back(tmp_path):
+    """The next writer finds no dataset, an unlocked .ds.old-* and a finished .ds.tmp-*: the old comes back."""
+    import multiprocessing as mp
+
+    path = tmp_path / "ds"
+    formats.get("npy").write(fixtures.make_dataset("cifar", 3), path)
+    proc = mp.get_context("fork").Process(target=_die_between_renames, args=(path,))
+    proc.start()
+    proc.join(60)
+    assert proc.exitcode == 0 and not path.exists()
+    assert any(".old-" in n for n in os.listdir(tmp_path)) and any(".tmp-" in n for n in os.listdir(tmp_path))
+    with pytest.raises(FileExistsError, match="already exists"):  # the old dataset is back
+        formats.get("npy").write(fixtures.make_dataset("cifar", 2), path)
+    assert os.listdir(tmp_path) == ["ds"]
+    with formats.open_dataset(path) as r:
+        assert len(r) == 3 and r.verify() == []
+
+
+def test_without_fcntl_writers_still_work_and_clean_nothing(tmp_path, monkeypatch):
+    """Off POSIX (no fcntl) only threads of one process exclude each other, and no temp dir is provably dead."""
+    monkeypatch.setattr(_atomic, "fcntl", None)
+    stale = tmp_path / ".ds.tmp-1-0123456789abcdef"
+    stale.mkdir()
+    (tmp_path / (stale.name + ".lock")).touch()
+    fmt = formats.get("npy")
+    fmt.write(fixtures.make_dataset("cifar", 2), tmp_path / "ds")
+    with pytest.raises(FileExistsError, match="already exists"):
+        fmt.write(fixtures.make_dataset("cifar", 2), tmp_path / "ds")
+    fmt.write(fixtures.make_dataset("cifar", 3), tmp_path / "ds", overwrite=True)
+    assert sorted(os.listdir(tmp_path)) == [stale.name, stale.name + ".lock", "ds"]
+    with fmt.open(tmp_path / "ds") as r:
+        assert len(r) == 3
+
+
 @pytest.mark.parametrize("field, kw", [
     ("label", {"label": 2**63}),
     ("label", {"label": -(2**63) - 1}),

@@ -264,3 +264,20 @@ def test_tar_shard_rewritten_with_escaping_names_is_a_dataset_error(name, tmp_pa
         with pytest.raises(DatasetError, match="s000000001 is damaged"):
             r[1]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+
+
+def test_tar_reader_shared_by_threads_over_more_shards_than_it_keeps_open(tmp_path):
+    """One sample per shard and 150 shards: the reader keeps 64 open, so 8 threads reading at
+    random evict each other's shards; every sample must still be its own (a descriptor closed
+    and reused between another thread's lookup and read once gave another shard's pixels)."""
+    from storebench.formats.testing import faults
+
+    fmt = formats.get("tar", shard_size=1)
+    samples = list(fixtures.make_dataset("cifar", 150, seed=4))
+    fmt.write(samples, tmp_path / "ds")
+    with fmt.open(tmp_path / "ds") as r:
+        ref = [r[i] for i in range(len(r))]
+        assert_all_same(samples, ref)
+        outcome, detail = faults.hammer(r, ref, faults.thread_plans(len(ref), seed=0, ops=50))
+        assert outcome == "correct data", detail
+        assert len(r.handles) <= 64

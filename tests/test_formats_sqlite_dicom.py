@@ -118,7 +118,86 @@ def test_sqlite_damage_is_a_dataset_error(tmp_path):
         fmt.open(tmp_path / "ds")
 
 
+def test_sqlite_unopenable_file_is_a_dataset_error_and_unreadable_a_permission_error(tmp_path, monkeypatch):
+    """SQLite's "unable to open database file" names the dataset; EACCES is not called damage."""
+    from storebench.formats import sqlite as sqlite_format
+
+    fmt = formats.get("sqlite")
+    fmt.write(_tiny(3), tmp_path / "ds")
+
+    def cannot(*args, **kwargs):
+        raise sqlite3.OperationalError("unable to open database file")
+    with monkeypatch.context() as m:
+        m.setattr(sqlite_format, "_connect", cannot)
+        with pytest.raises(DatasetError, match=f"{tmp_path / 'ds'}: data.sqlite cannot be opened: unable to open"):
+            fmt.open(tmp_path / "ds")
+    real_open = sqlite_format.os.open
+
+    def denied(path, *args, **kwargs):
+        if str(path).endswith("data.sqlite"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+    monkeypatch.setattr(sqlite_format.os, "open", denied)
+    with pytest.raises(PermissionError, match="data.sqlite"):
+        fmt.open(tmp_path / "ds")
+
+
+def test_sqlite_schema_that_is_not_utf8_is_a_dataset_error(tmp_path):
+    """Fuzz seed sqlite 276: flipped schema text made the first query raise UnicodeDecodeError."""
+    fmt = formats.get("sqlite")
+    fmt.write(_tiny(3), tmp_path / "ds")
+    f = tmp_path / "ds" / "data.sqlite"
+    raw = bytearray(f.read_bytes())
+    at = raw.index(b"samples_key")  # the index name inside sqlite_master's CREATE INDEX text
+    raw[at:at + 2] = b"\xc6\xc6"
+    f.write_bytes(bytes(raw))
+    with pytest.raises(DatasetError, match="data.sqlite is damaged"):
+        fmt.open(tmp_path / "ds")
+
+
 # --------------------------------------------------------------------------- dicom
+
+
+def test_dicom_refuses_a_side_over_65535_by_key(tmp_path):
+    """Rows and Columns are 16-bit: a side of 65536 is a ValueError naming key and limit, not
+    pydicom's OSError; 65535 is stored."""
+    fmt = formats.get("dicom")
+    assert fmt.max_image_side == 65535
+    wide = Sample("too wide", np.zeros((1, 65536), np.uint8))
+    with pytest.raises(ValueError, match=r"image of key 'too wide': 1x65536 has a side over 65535"):
+        fmt.write([wide], tmp_path / "ds")
+    assert not (tmp_path / "ds").exists()
+    fmt.write([Sample("widest", np.arange(65535, dtype=np.uint16).reshape(1, -1))], tmp_path / "ds")
+    with fmt.open(tmp_path / "ds") as r:
+        assert r.verify() == [] and r[0].image.shape == (1, 65535)
+
+
+@pytest.mark.parametrize("damage", ["truncated inside a US tag", "bad VR"])
+def test_dicom_header_damage_pydicom_raises_untyped_is_a_dataset_error(damage, tmp_path):
+    """Fuzz seeds dicom 56 and 91: pydicom's BytesLengthException (a truncated US value) and
+    NotImplementedError (an unknown VR) were plain Exceptions escaping a read."""
+    fmt = formats.get("dicom")
+    fmt.write(_tiny(2), tmp_path / "ds")
+    f = tmp_path / "ds" / "images" / "00000001.dcm"
+    raw = bytearray(f.read_bytes())
+    if damage == "bad VR":
+        at = raw.index(bytes.fromhex("2800 0400"))  # (0028,0004) PhotometricInterpretation
+        raw[at + 4:at + 6] = b"C\xb1"
+    else:
+        at = raw.index(bytes.fromhex("2800 0301"))  # (0028,0103) PixelRepresentation, VR US
+        del raw[at + 9:]  # one byte of its two-byte value
+    f.write_bytes(bytes(raw))
+    with fmt.open(tmp_path / "ds") as r:
+        assert_same(_tiny(2)[0], r[0])
+        with pytest.raises(DatasetError, match="00000001.dcm is damaged"):
+            r[1]
+        if damage == "bad VR":
+            assert r.verify() == [_tiny(2)[1].key]
+        else:  # verify() sizes the files first
+            with pytest.raises(DatasetError, match="images/ holds 2 files"):
+                r.verify()
+
+
 
 
 def test_dicom_files_are_standard(tmp_path):

@@ -1,15 +1,12 @@
 """pngdir: a folder of PNG files and a JSON-lines index, storebench's worked plug-in format.
 
-Every image is ``images/{position:08d}.png``, written by Pillow and read back
-with :func:`storebench.formats.png.decode` (the decoder of storebench's own
-png format and of its decode-only bound); ``index.jsonl`` holds one line per
-sample with its key, label, boxes, box labels, metadata, dtype and shape.
+Every image is ``images/{position:08d}.png``, written by Pillow, read back with
+:func:`storebench.formats.png.decode`; ``index.jsonl`` holds one line per sample
+(key, label, boxes, box labels, metadata, dtype, shape).
 
-Pick it as the model for a format package of your own: one module, one entry
-point, a ten-line ``FormatTests`` subclass.  It declares what it is instead
-of letting storebench guess: ``image_codec = "png"`` is what measures it
-against the decode-only bound.  Caveats: one inode per image, and Pillow
-cannot write 16-bit colour, so uint16 images with 2 to 4 channels are refused.
+A model for a format package: one module, one entry point, a ten-line
+``FormatTests`` subclass; ``image_codec = "png"`` gives it the decode-only
+bound.  Caveats: one inode per image; no 16-bit colour (Pillow cannot write it).
 """
 from __future__ import annotations
 
@@ -22,15 +19,16 @@ from storebench.formats import DatasetError, Format, Reader, Sample
 from storebench.formats.png import decode
 
 
-def _name(i: int) -> str:
+def _name(i: int) -> str:  # the file of sample i
     return f"images/{i:08d}.png"
 
 
 class PNGDirReader(Reader):
     def _open_handles(self):
-        try:
-            with open(self.path / "index.jsonl", encoding="utf-8") as f:
-                records = [json.loads(line) for line in f]
+        try:  # read_bytes: relative to the dataset directory the reader pinned at open
+            records = [json.loads(line) for line in self.read_bytes("index.jsonl").decode().splitlines()]
+        except PermissionError:
+            raise  # unreadable is not damaged
         except (OSError, ValueError) as err:
             raise DatasetError(self.path, f"index.jsonl cannot be read: {err}") from err
         if len(records) != self._n or not all(isinstance(r, dict) and isinstance(r.get("key"), str)
@@ -45,10 +43,11 @@ class PNGDirReader(Reader):
     def _read(self, i):
         r = self._index[i]
         try:
-            with open(self.path / _name(i), "rb") as f:
-                img = decode(f.read()).astype(r["dtype"], copy=False).reshape(r["shape"])
+            img = decode(self.read_bytes(_name(i))).astype(r["dtype"], copy=False).reshape(r["shape"])
             return Sample(r["key"], img, r["label"], np.array(r["boxes"], np.float32).reshape(-1, 4),
                           r["box_labels"], r["meta"])
+        except PermissionError:
+            raise
         except (OSError, SyntaxError, ValueError, KeyError, TypeError) as err:  # a damaged file or line
             raise DatasetError(self.path, f"sample {i} ({_name(i)}) is damaged: {err}") from err
 
@@ -60,6 +59,10 @@ class PNGDir(Format):
     # (H, W, 1) is saved as 2-D and reshaped back from the index.
     modes = frozenset({("uint8", c) for c in range(5)} | {("uint16", 0), ("uint16", 1)})
     reader = PNGDirReader
+
+    @property
+    def max_image_pixels(self):  # Pillow refuses to decode more: such images are refused on write
+        return Image.MAX_IMAGE_PIXELS
 
     def __init__(self, *, compress_level: int = 6):
         self.compress_level = compress_level  # options are attributes named like the arguments

@@ -36,13 +36,16 @@ from storebench.fixtures.strategies import sample_lists
 from .. import ALL_MODES, DatasetError, Format, Sample, _registry, open_dataset
 from .._manifest import CHECKSUMS
 from . import assert_all_same, assert_same, check_reader, check_roundtrip, edge_samples, golden_samples, mode_sample
+from ._badinput import BadInputTests
 from ._common import cifar, leftovers, supported
 from ._processes import ProcessTests
+from ._readers import ReaderPinningTests
+from ._writers import WriterTests
 
 _IO_HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large]
 
 
-class FormatTests(ProcessTests):
+class FormatTests(ProcessTests, WriterTests, BadInputTests, ReaderPinningTests):
     """The conformance suite for one format; subclass it and set :attr:`format_cls`.
 
     Attributes
@@ -71,6 +74,12 @@ class FormatTests(ProcessTests):
         "test_disk_full_is_a_clear_error_and_leaves_nothing", "test_four_readers_while_another_process_writes",
         "test_damaged_files_give_typed_errors_or_correct_data", "test_stateful_reader",
         "test_golden_dataset_reads_back",
+        "test_fuzzed_damage_gives_typed_errors_or_correct_data", "test_fuzzed_damage_many_seeds",
+        "test_damaged_shared_index_is_a_dataset_error",
+        "test_two_writers_of_one_path", "test_live_writers_temp_dir_survives_another_writer",
+        "test_dead_writers_temp_dir_is_cleaned",
+        "test_open_reader_when_another_process_writes_over_the_dataset", "test_open_reader_when_the_path_moves",
+        "test_open_reader_when_the_dataset_is_deleted",
     })
 
     @pytest.fixture
