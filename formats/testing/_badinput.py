@@ -15,7 +15,6 @@ from __future__ import annotations
 import builtins
 import errno
 import io
-import multiprocessing as mp
 import os
 import re
 import shutil
@@ -33,7 +32,7 @@ import pytest
 from .. import DatasetError, Format, Sample
 from .._manifest import MANIFEST
 from . import edge_samples
-from ._common import leftovers, supported
+from ._common import in_forked_child, leftovers, same_sample, supported
 
 #: Fuzzed cases per format in a default run, and with ``HYPOTHESIS_PROFILE=nightly``
 #: or in :meth:`BadInputTests.test_fuzzed_damage_many_seeds` (marked ``slow``).
@@ -123,16 +122,8 @@ def damage(root: Path, seed: int) -> str:
     return "; ".join(done)
 
 
-def _same(a: Sample, b: Sample, lossless: bool) -> bool:
-    if lossless:
-        return a == b
-    return (a.key, a.label, a.meta, a.image.shape, a.image.dtype) == \
-        (b.key, b.label, b.meta, b.image.shape, b.image.dtype) and \
-        np.array_equal(a.boxes, b.boxes) and np.array_equal(a.box_labels, b.box_labels)
-
-
 def _all_same(expected: Sequence[Sample], got: Sequence[Sample], lossless: bool) -> bool:
-    return len(got) == len(expected) and all(_same(a, b, lossless) for a, b in zip(expected, got))
+    return len(got) == len(expected) and all(same_sample(a, b, lossless) for a, b in zip(expected, got))
 
 
 def read_back(fmt: Format, path: Path, expected: list[Sample]) -> tuple[str, str]:
@@ -177,25 +168,7 @@ def _child(fmt, path, expected, conn):
 
 def fuzz_probe(fmt: Format, path: Path, expected: list[Sample], timeout: float = TIMEOUT_S) -> tuple[str, str]:
     """:func:`read_back` in a forked child: a signal or no answer in ``timeout`` s is an outcome too."""
-    ctx = mp.get_context("fork")
-    parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(fmt, path, expected, child))
-    proc.start()
-    child.close()
-    outcome = None
-    if parent.poll(timeout):
-        try:
-            outcome = parent.recv()
-        except EOFError:
-            pass
-    else:
-        outcome = ("hang", f"no answer in {timeout} s")
-    proc.join(5)
-    if proc.is_alive():
-        proc.kill()
-        proc.join()
-    parent.close()
-    return outcome or ("signal", f"child died with exit code {proc.exitcode}")
+    return in_forked_child(_child, (fmt, path, expected), timeout)
 
 
 def fuzz(fmt: Format, seeds: Sequence[int], workdir: Path) -> dict[int, tuple[str, str, str]]:

@@ -1,8 +1,11 @@
 """Small helpers the FormatTests modules share."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+import multiprocessing as mp
+from collections.abc import Callable, Sequence
 from pathlib import Path
+
+import numpy as np
 
 from storebench.fixtures import make_dataset
 
@@ -21,3 +24,36 @@ def leftovers(parent: Path, name: str) -> list[str]:
 
 def cifar(fmt: Format, n: int, seed: int = 0) -> list[Sample]:
     return supported(fmt, make_dataset("cifar", n, seed=seed))
+
+
+def same_sample(a: Sample, b: Sample, lossless: bool) -> bool:
+    """``a == b``; for a lossy format, every field but the pixels (their dtype and shape included)."""
+    if lossless:
+        return a == b
+    return (a.key, a.label, a.meta, a.image.shape, a.image.dtype) == \
+        (b.key, b.label, b.meta, b.image.shape, b.image.dtype) and \
+        np.array_equal(a.boxes, b.boxes) and np.array_equal(a.box_labels, b.box_labels)
+
+
+def in_forked_child(target: Callable, args: tuple, timeout: float) -> tuple[str, str]:
+    """Run ``target(*args, conn)`` in a forked child; what it sends on ``conn``, or the outcome
+    ``("hang", ...)`` / ``("signal", ...)`` when it answers nothing in ``timeout`` s or dies."""
+    ctx = mp.get_context("fork")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=target, args=(*args, child))
+    proc.start()
+    child.close()
+    outcome = None
+    if parent.poll(timeout):
+        try:
+            outcome = parent.recv()
+        except EOFError:
+            pass
+    else:
+        outcome = ("hang", f"no answer in {timeout} s")
+    proc.join(5)
+    if proc.is_alive():
+        proc.kill()
+        proc.join()
+    parent.close()
+    return outcome or ("signal", f"child died with exit code {proc.exitcode}")

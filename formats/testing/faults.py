@@ -28,6 +28,7 @@ from .. import _registry
 from .._errors import DatasetError
 from .._manifest import MANIFEST
 from .._sample import Sample
+from ._common import in_forked_child, same_sample
 
 OK_OUTCOMES = ("typed error", "correct data")
 TIMEOUT_S = 20
@@ -125,13 +126,13 @@ def _child(fmt, path, expected, conn):
         with fmt.open(path, verify=True) as r:
             got = list(r) + [r[i] for i in range(len(r))] + r.read_batch(list(range(len(r)))[::-1])
         same = len(got) == 3 * len(expected) and all(
-            _same(a, b, fmt.lossless) for a, b in zip(expected * 2 + expected[::-1], got))
+            same_sample(a, b, fmt.lossless) for a, b in zip(expected * 2 + expected[::-1], got))
         # verify() must flag any damage a plain reader would hand back silently.
         with fmt.open(path) as r:
             plain = list(r)
             bad = r.verify()
         plain_ok = len(plain) == len(expected) and all(
-            _same(a, b, fmt.lossless) for a, b in zip(expected, plain))
+            same_sample(a, b, fmt.lossless) for a, b in zip(expected, plain))
         if same and plain_ok and not bad:
             conn.send(("correct data", ""))
         elif bad and not same:
@@ -146,35 +147,9 @@ def _child(fmt, path, expected, conn):
         conn.close()
 
 
-def _same(a: Sample, b: Sample, lossless: bool) -> bool:
-    if lossless:
-        return a == b
-    return (a.key, a.label, a.meta, a.image.shape, a.image.dtype) == \
-        (b.key, b.label, b.meta, b.image.shape, b.image.dtype) and \
-        np.array_equal(a.boxes, b.boxes) and np.array_equal(a.box_labels, b.box_labels)
-
-
 def probe(fmt, path: Path, expected: list[Sample], timeout: float = TIMEOUT_S) -> tuple[str, str]:
     """Open and read ``path`` in a forked child; classify what happened."""
-    ctx = mp.get_context("fork")
-    parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(fmt, path, expected, child))
-    proc.start()
-    child.close()
-    if parent.poll(timeout):
-        try:
-            outcome = parent.recv()
-        except EOFError:
-            outcome = None
-    else:
-        outcome = ("hang", f"no answer in {timeout} s")
-    proc.join(5)
-    if proc.is_alive():
-        proc.kill()
-        proc.join()
-    if outcome is None:
-        outcome = ("signal", f"child died with exit code {proc.exitcode}")
-    return outcome
+    return in_forked_child(_child, (fmt, path, expected), timeout)
 
 
 def matrix(names=None) -> dict[str, dict[str, tuple[str, str]]]:
@@ -280,7 +255,7 @@ def _reference(fmt, path: Path, samples: list[Sample]):
     """Open ``path``; return the reader and what it reads (checked against ``samples``)."""
     r = fmt.open(path)
     ref = [r[i] for i in range(len(r))]
-    ok = len(ref) == len(samples) and all(_same(a, b, fmt.lossless) for a, b in zip(samples, ref))
+    ok = len(ref) == len(samples) and all(same_sample(a, b, fmt.lossless) for a, b in zip(samples, ref))
     if not ok:
         r.close()
         raise AssertionError(f"{fmt.id}: the dataset does not read back before anything changed")
@@ -537,7 +512,7 @@ def _bomb_roundtrip(fmt, path: Path, side: int, limit: int | None) -> tuple[str,
             bad = r.verify()
     except Exception as err:  # the point is to classify everything
         return "wrong data", f"written, then unreadable: {type(err).__name__}: {err}"[:300]
-    if bad or not _same(big, got, fmt.lossless):
+    if bad or not same_sample(big, got, fmt.lossless):
         return "wrong data", f"written, then read back wrong (verify: {bad})"
     return "reads back", ""
 
