@@ -60,6 +60,9 @@ class _Shelf:
         elif type(db).__module__ == "dbm.sqlite3":  # Python 3.13's default backend
             self.con = sqlite3.connect(f"file:{quote(str(file))}?mode=ro&immutable=1", uri=True,
                                        check_same_thread=False)
+            # The shelf's own connection belongs to the thread that opened it, and closing it
+            # from another thread fails: close it here, in that thread; reads use ours.
+            shelf.close()
 
     def close(self) -> None:
         if self.dat is not None:
@@ -122,8 +125,9 @@ class ShelveReader(Reader):
             if len(raw) != size:
                 raise OSError(f"shelf.dat is cut short at byte {offset + len(raw)}")
             return raw
-        if h.con is not None:
-            row = h.con.execute("SELECT value FROM Dict WHERE key = CAST(? AS BLOB)", (key,)).fetchone()
+        if h.con is not None:  # one connection: its statement cache is not safe to share unlocked
+            with self._lock:
+                row = h.con.execute("SELECT value FROM Dict WHERE key = CAST(? AS BLOB)", (key,)).fetchone()
             if row is None:
                 raise KeyError(key)
             return row[0]

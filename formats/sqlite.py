@@ -84,8 +84,10 @@ class SQLiteReader(Reader):
         # a permission error is a PermissionError naming the file, not damage.
         os.close(os.open(file, os.O_RDONLY))
         try:
-            # A serialized build (threadsafety 3, the usual) lets threads share the connection.
-            con = _connect(file, check_same_thread=sqlite3.threadsafety != 3)
+            # Threads share the connection, one statement at a time under self._lock: its
+            # statement cache is not safe to step from two threads (wrong rows on 3.13), and
+            # Python < 3.11 reports threadsafety 1 whatever the build.
+            con = _connect(file, check_same_thread=False)
         except sqlite3.Error as err:
             raise DatasetError(self.path, f"data.sqlite cannot be opened: {err}") from err
         try:
@@ -100,9 +102,11 @@ class SQLiteReader(Reader):
                                f"the manifest says {self._n} samples")
         return con
 
-    def _query(self, sql, args=()):
+    def _query(self, sql, args=(), fetch="all"):
         try:
-            return self._handles.execute(sql, args)
+            with self._lock:
+                cur = self._handles.execute(sql, args)
+                return cur.fetchone() if fetch == "one" else cur.fetchall() if fetch == "all" else cur
         except _BROKEN as err:
             raise DatasetError(self.path, f"data.sqlite is damaged: {err}") from err
 
@@ -115,7 +119,7 @@ class SQLiteReader(Reader):
             raise DatasetError(self.path, f"record of {what} is damaged: {err}") from err
 
     def _read(self, i):
-        row = self._query("SELECT record FROM samples WHERE pos = ?", (i,)).fetchone()
+        row = self._query("SELECT record FROM samples WHERE pos = ?", (i,), fetch="one")
         return self._decode(row and row[0], f"sample {i}")
 
     def _read_many(self, idx):
@@ -124,15 +128,22 @@ class SQLiteReader(Reader):
         for k in range(0, len(wanted), 500):  # stay under old SQLite's 999-parameter limit
             part = wanted[k:k + 500]
             sql = f"SELECT pos, record FROM samples WHERE pos IN ({','.join('?' * len(part))})"
-            found.update(self._query(sql, part).fetchall())
+            found.update(self._query(sql, part))
         return [self._decode(found.get(i), f"sample {i}") for i in idx.tolist()]
 
     def _iter(self):
         n = 0
-        rows = self._query("SELECT record FROM samples ORDER BY pos")
+        rows = self._query("SELECT record FROM samples ORDER BY pos", fetch="cursor")
+        lock = self._lock
         try:
-            for n, (record,) in enumerate(rows, 1):  # rows are fetched as the loop goes
-                yield self._decode(record, f"sample {n - 1}")
+            while True:
+                with lock:  # rows are fetched as the loop goes, 256 at a time
+                    chunk = rows.fetchmany(256)
+                if not chunk:
+                    break
+                for (record,) in chunk:
+                    n += 1
+                    yield self._decode(record, f"sample {n - 1}")
         except _BROKEN as err:
             raise DatasetError(self.path, f"data.sqlite is damaged after sample {n}: {err}") from err
         if n != self._n:
@@ -150,7 +161,7 @@ class SQLiteReader(Reader):
             raise KeyError(key)
         if self._handles is None:
             self.handles  # opens lazily, or raises ValueError once closed
-        row = self._query("SELECT pos, record FROM samples WHERE key = ?", (key,)).fetchone()
+        row = self._query("SELECT pos, record FROM samples WHERE key = ?", (key,), fetch="one")
         if row is None:
             raise KeyError(key)
         smp = self._decode(row[1], f"key {key!r}")

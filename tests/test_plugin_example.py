@@ -59,11 +59,11 @@ def test_the_entry_point_registers_the_format_with_its_declared_bound(plugin):
         cls = formats.available()[{NAME!r}]
         fmt = formats.get({NAME!r})
         print(json.dumps({{"module": cls.__module__, "builtin": {NAME!r} in BUILTIN,
-                          "unavailable": dict(formats.unavailable()), "codec": fmt.image_codec,
-                          "bound": fmt.bound.name}}))
+                          "failed": sorted(n for n in formats.unavailable() if n not in BUILTIN),
+                          "codec": fmt.image_codec, "bound": fmt.bound.name}}))
         """], env)
-    got = json.loads(r.stdout)
-    assert got == {"module": "storebench_plugin_example", "builtin": False, "unavailable": {},
+    got = json.loads(r.stdout)  # (a built-in may be unavailable on this Python: zarr on 3.10)
+    assert got == {"module": "storebench_plugin_example", "builtin": False, "failed": [],
                    "codec": "png", "bound": f"decode-only[{NAME}]"}
 
 
