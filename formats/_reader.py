@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 from ._errors import ChecksumError, DatasetError
 from ._fork import _live_readers
-from ._fs import read_file
+from ._fs import _O_DIR, read_file
 from ._manifest import (
     CHECKSUMS,
     MANIFEST,
@@ -36,7 +36,6 @@ from ._sample import (
     Sample,
 )
 
-_O_DIR = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
 _REPLACED = "the dataset this reader opened was moved, deleted or written over; open it again"
 
 

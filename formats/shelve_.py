@@ -36,12 +36,11 @@ from urllib.parse import quote
 
 from ._api import DatasetError, Format, Reader, Sample
 from ._bound import Bound, BoundInput, BoundRun
-from ._fs import dataset_files
+from ._fs import _O_RDONLY, dataset_files
 from ._index import Index, IndexWriter
 from ._pickling import loads
 
 SHELF = "shelf"
-_O_RDONLY = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
 
 
 class _Shelf:

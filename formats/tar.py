@@ -31,10 +31,10 @@ import numpy as np
 from . import png
 from ._api import DatasetError, Format, Reader, Sample
 from ._bound import Bound, BoundInput, BoundRun
+from ._fs import _O_RDONLY
 from ._index import Index, IndexWriter
 
 READ_BLOCK = 4 << 20  # bytes per read of a scan
-_O_RDONLY = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
 
 
 def _member(tf: tarfile.TarFile, name: str, data: bytes) -> int:
