@@ -19,16 +19,32 @@ from typing import Any
 
 from ._api import Format, Reader, WriteReport
 from ._bound import FLOOR, GATHER, Bound, BoundInput, BoundRun, NoBound, Pool
-from ._errors import ChecksumError, DatasetError
+from ._errors import ChecksumError, DatasetError, RegionError
 from ._fs import dataset_files, disk_usage
 from ._manifest import MANIFEST, read_manifest
 from ._registry import ENTRY_POINT_GROUP, available, get, missing_dependency, names, register, unavailable
-from ._sample import ALL_MODES, NO_BOXES, NO_LABELS, Sample, describe_modes, make_sample
+from ._region import check_region
+from ._sample import (
+    ALL_MODES,
+    DTYPE_NAMES,
+    IMAGE_MODES,
+    NO_BOXES,
+    NO_BOXES_3D,
+    NO_LABELS,
+    VOLUME,
+    VOLUME_MODES,
+    Sample,
+    describe_modes,
+    make_sample,
+    modes_of,
+)
 
 __all__ = [
     "ALL_MODES",
+    "DTYPE_NAMES",
     "FLOOR",
     "GATHER",
+    "IMAGE_MODES",
     "Bound",
     "BoundInput",
     "BoundRun",
@@ -37,21 +53,27 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "MANIFEST",
     "NO_BOXES",
+    "NO_BOXES_3D",
     "NO_LABELS",
+    "VOLUME",
+    "VOLUME_MODES",
     "ChecksumError",
     "DatasetError",
     "Format",
+    "RegionError",
     "Reader",
     "Sample",
     "WriteReport",
     "available",
     "canonical_id",
+    "check_region",
     "dataset_files",
     "describe_modes",
     "disk_usage",
     "get",
     "make_sample",
     "missing_dependency",
+    "modes_of",
     "names",
     "open_dataset",
     "register",

@@ -123,9 +123,18 @@ class Format(ABC):
         that an older reader could not read.
     lossless : bool
         Whether images read back equal to the bytes written.
-    modes : frozenset of (dtype, channels)
+    modes : frozenset of (dtype, channels) and (dtype, channels, "volume")
         Image kinds the format stores; anything else is refused on write with
-        a ``ValueError``.  Channels 0 means a 2-D ``(H, W)`` image.
+        a ``ValueError``.  Channels 0 means a 2-D ``(H, W)`` image; a volume's
+        mode is ``(dtype, C, "volume")`` for a ``(D, H, W, C)`` array.  The
+        default, :data:`ALL_MODES`, is every dtype (uint8, uint16, int16,
+        float32) as image and volume: what a format storing raw arrays keeps.
+        A dataset holds 2-D images or volumes, never both.
+    partial_reads : bool
+        Whether ``read_region`` reads only the chunks, tiles or pages a region
+        overlaps (the format implements ``Reader._read_region`` and
+        ``_image_shape``); false means it reads the whole sample and slices
+        it.  May be a property where an option decides it (hdf5's layout).
     random_access : bool
         Whether ``r[i]`` avoids reading and decoding other samples (false
         where a read decodes a whole row group or compressed chunk); may be a
@@ -166,6 +175,7 @@ class Format(ABC):
     lossless: ClassVar[bool] = True
     modes: frozenset = ALL_MODES  # an instance may narrow or widen it (zip's encoding)
     random_access: ClassVar[bool] = True
+    partial_reads: ClassVar[bool] = False
     executes_code: ClassVar[bool] = False
     bench_variants: ClassVar[tuple[dict, ...]] = ({},)
     image_codec: ClassVar[str] = "raw"
@@ -271,8 +281,9 @@ class Format(ABC):
             ``path`` exists and ``overwrite`` is false, or ``overwrite`` is true
             and ``path`` is not a storebench dataset; the message names ``path``.
         ValueError
-            A duplicate key (named), a Sample mode the format cannot store, or
-            an item that is not a Sample.
+            A duplicate key (named), a Sample mode the format cannot store, a
+            volume among 2-D images or the other way round, or an item that
+            is not a Sample.
         """
         path = Path(path)
         if path.name in ("", ".", ".."):
@@ -315,6 +326,7 @@ class Format(ABC):
         modes = self.modes
         lossless = self.lossless
         max_pixels, max_side = self.max_image_pixels, self.max_image_side
+        volumes = None
         for s in samples:
             if not isinstance(s, Sample):
                 raise TypeError(f"samples[{counter.n}]: expected a Sample, got {type(s).__name__}")
@@ -325,6 +337,13 @@ class Format(ABC):
                     f"image of key {s.key!r}: {self.name} cannot store {s.image.dtype} "
                     f"images with shape {s.image.shape}; it stores {describe_modes(modes)}"
                 )
+            if volumes is None:
+                volumes = s.image.ndim == 4
+            elif volumes != (s.image.ndim == 4):
+                raise ValueError(
+                    f"image of key {s.key!r}: a {'2-D image' if volumes else 'volume'} of shape "
+                    f"{s.image.shape} among {'volumes' if volumes else '2-D images'}; a dataset holds one "
+                    "kind or the other")
             if max_pixels is not None or max_side is not None:
                 _check_image_size(self, s, max_pixels, max_side)
             seen.add(s.key)

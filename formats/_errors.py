@@ -23,3 +23,21 @@ class DatasetError(ValueError):
 class ChecksumError(DatasetError):
     """A sample read back does not match the checksum stored when it was written."""
 
+
+
+class RegionError(IndexError):
+    """A region passed to ``read_region`` is not one of the sample's: wrong number of
+    slices, a step other than 1, or bounds outside the image.
+
+    An ``IndexError``, as NumPy's own indexing errors are; the message names the
+    sample and the region.
+    """
+
+    def __init__(self, where: str, region, problem: str):
+        self.where = where
+        self.region = region
+        self.problem = problem
+        super().__init__(f"{where}: region {region!r} {problem}")
+
+    def __reduce__(self):
+        return (type(self), (self.where, self.region, self.problem))

@@ -14,6 +14,7 @@ share constants.
 from __future__ import annotations
 
 import json
+import math
 import struct
 import tokenize
 import zipfile
@@ -26,9 +27,11 @@ from typing import Any, cast
 import numpy as np
 
 from ._api import _NO_BOXES, _NO_LABELS, DatasetError, Sample, _sample
+from ._sample import DTYPE_NAMES, NO_BOXES_3D
 
-DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
-_DTYPE_CODE = {np.dtype(np.uint8): 0, np.dtype(np.uint16): 1}
+#: Index dtype codes: the position in this tuple (0 uint8, 1 uint16, 2 int16, 3 float32).
+DTYPES = tuple(np.dtype(d) for d in DTYPE_NAMES)
+_DTYPE_CODE = {d: i for i, d in enumerate(DTYPES)}
 _BASE_COLUMNS = ("keys", "key_off", "label", "shape", "dtype", "box_off", "boxes",
                  "box_labels", "meta", "meta_off")
 
@@ -46,7 +49,8 @@ class IndexWriter:
         self.columns = tuple(columns)
         self._keys: list[str] = []
         self._label: list[int] = []
-        self._shape: list[tuple[int, int, int]] = []
+        self._shape: list[tuple[int, ...]] = []
+        self._volumes = False
         self._dtype: list[int] = []
         self._boxes: list[np.ndarray] = []
         self._box_labels: list[np.ndarray] = []
@@ -62,7 +66,11 @@ class IndexWriter:
         img = s.image
         self._keys.append(s.key)
         self._label.append(s.label)
-        self._shape.append((img.shape[0], img.shape[1], img.shape[2] if img.ndim == 3 else 0))
+        if img.ndim == 4:  # (D, H, W, C); a dataset holds volumes or images (Format.write checks)
+            self._volumes = True
+            self._shape.append(img.shape)
+        else:
+            self._shape.append((img.shape[0], img.shape[1], img.shape[2] if img.ndim == 3 else 0))
         self._dtype.append(_DTYPE_CODE[img.dtype])
         self._nbox.append(len(s.boxes))
         if len(s.boxes):
@@ -87,10 +95,12 @@ class IndexWriter:
             "keys": np.frombuffer(key_blob, np.uint8),
             "key_off": key_off,  # offsets in characters of the decoded string
             "label": np.asarray(self._label, np.int64),
-            "shape": np.asarray(self._shape, np.int64).reshape(-1, 3),
+            # (n, 3) H, W, C (0 for 2-D) for images; (n, 4) D, H, W, C for volumes
+            "shape": np.asarray(self._shape, np.int64).reshape(-1, 4 if self._volumes else 3),
             "dtype": np.asarray(self._dtype, np.uint8),
             "box_off": box_off,
-            "boxes": np.concatenate(self._boxes) if self._boxes else _NO_BOXES.copy(),
+            "boxes": (np.concatenate(self._boxes) if self._boxes
+                      else (NO_BOXES_3D if self._volumes else _NO_BOXES).copy()),
             "box_labels": (np.concatenate(self._box_labels) if self._box_labels
                            else _NO_LABELS.copy()),
             "meta": np.frombuffer(b"".join(self._meta), np.uint8),
@@ -152,12 +162,15 @@ class Index:
         self._check_offsets("key_off", key_off, n, len(key_text))
         self._check_offsets("box_off", a["box_off"], n, len(a["boxes"]))
         self._check_offsets("meta_off", a["meta_off"], n, len(a["meta"]))
-        if a["shape"].shape != (n, 3) or a["dtype"].shape != (n,):
+        shp = a["shape"]
+        volumes = shp.ndim == 2 and shp.shape[1:] == (4,)
+        if shp.shape not in ((n, 3), (n, 4)) or a["dtype"].shape != (n,):
             raise DatasetError(path, "index shape/dtype columns do not match the sample count")
-        if (a["dtype"] > 1).any() or (a["dtype"] < 0).any() or (a["shape"][:, :2] < 1).any() or \
-                (a["shape"][:, 2] < 0).any() or (a["shape"][:, 2] > 4).any():
+        sides = shp[:, :-1]
+        if (a["dtype"] >= len(DTYPES)).any() or (a["dtype"] < 0).any() or (sides < 1).any() or \
+                (shp[:, -1] < (1 if volumes else 0)).any() or (shp[:, -1] > 4).any():
             raise DatasetError(path, "index holds an impossible image shape or dtype")
-        if a["boxes"].ndim != 2 or a["boxes"].shape[1:] != (4,) or \
+        if a["boxes"].ndim != 2 or a["boxes"].shape[1:] != ((6,) if volumes else (4,)) or \
                 a["box_labels"].shape != (len(a["boxes"]),):
             raise DatasetError(path, "index boxes are damaged")
         for c, v in extra.items():
@@ -178,7 +191,11 @@ class Index:
         self._meta_off: list[int] = a["meta_off"].tolist()
         self.columns = extra
         # Per-sample (shape, dtype) tuples for building image views cheaply.
-        shapes: list[tuple[int, ...]] = [(h, w) if c == 0 else (h, w, c) for h, w, c in a["shape"].tolist()]
+        shapes: list[tuple[int, ...]] = (
+            [tuple(v) for v in shp.tolist()] if volumes
+            else [(h, w) if c == 0 else (h, w, c) for h, w, c in shp.tolist()])
+        self.volumes = volumes
+        self._empty_boxes = NO_BOXES_3D if volumes else _NO_BOXES
         self.image_shape: list[tuple[int, ...]] = shapes
         self.image_dtype: list[np.dtype] = [DTYPES[d] for d in a["dtype"].tolist()]
 
@@ -212,15 +229,13 @@ class Index:
 
     def nbytes(self, i: int) -> int:
         """Bytes of image ``i``'s pixels."""
-        shp = self.image_shape[i]
-        n = shp[0] * shp[1] * (shp[2] if len(shp) == 3 else 1)
-        return n * self.image_dtype[i].itemsize
+        return math.prod(self.image_shape[i]) * self.image_dtype[i].itemsize
 
     def sample(self, i: int, image: np.ndarray) -> Sample:
         """Sample ``i`` with the given pixels; no validation."""
         b0, b1 = self._box_off[i], self._box_off[i + 1]
         if b0 == b1:
-            boxes, box_labels = _NO_BOXES, _NO_LABELS
+            boxes, box_labels = self._empty_boxes, _NO_LABELS
         else:
             boxes, box_labels = self._boxes[b0:b1], self._box_labels[b0:b1]
         m0, m1 = self._meta_off[i], self._meta_off[i + 1]

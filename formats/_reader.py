@@ -32,6 +32,7 @@ from ._manifest import (
     check_files,
     content_crc,
 )
+from ._region import check_region, region_shape
 from ._sample import (
     Sample,
 )
@@ -43,15 +44,18 @@ class Reader(ABC):
     """Read access to one dataset.
 
     ``len(r)``, ``r[i]`` (negative allowed), ``r.get(key)``, ``r.keys()``,
-    ``r.read_batch(indices)``, ``iter(r)`` in write order, ``r.close()`` and
-    ``with`` all work the same for every format.
+    ``r.read_batch(indices)``, ``r.read_region(i, region)``,
+    ``r.read_regions(indices, regions)``, ``iter(r)`` in write order,
+    ``r.close()`` and ``with`` all work the same for every format.
 
     A reader pickles as its format (with options), path and ``verify`` flag,
     and reopens its files lazily in the process that uses it, so the same
     object works in DataLoader workers under fork, spawn and forkserver.
 
     Subclasses implement :meth:`_open_handles` and :meth:`_read`, and may
-    override :meth:`_read_many` and :meth:`_iter` for speed.  ``self._handles``
+    override :meth:`_read_many` and :meth:`_iter` for speed.  A format whose
+    ``partial_reads`` is true also implements :meth:`_read_region` (reading
+    only what the region needs) and :meth:`_image_shape`.  ``self._handles``
     holds whatever ``_open_handles`` returned; ``self._index`` is for the
     subclass's index (loaded in ``_open_handles``).
 
@@ -110,6 +114,26 @@ class Reader(ABC):
         read = self._read
         for i in range(self._n):
             yield read(i)
+
+    def _image_shape(self, i: int) -> tuple[int, ...] | None:
+        """The shape of image ``i`` without reading it, or None where only a read tells.
+
+        The default takes it from ``self._index.image_shape`` where the index has one.
+        """
+        shapes = getattr(self._index, "image_shape", None)
+        return None if shapes is None else tuple(shapes[i])
+
+    def _read_region(self, i: int, region: tuple[slice, ...]) -> np.ndarray:
+        """``image[region]`` of sample ``i``; ``region`` is checked (int bounds, step 1).
+
+        The default reads the whole sample and slices it; formats with
+        ``partial_reads`` read only the bytes the region overlaps.
+        """
+        return self._read(i).image[region]
+
+    def _read_regions(self, indices: list[int], regions: list[tuple[slice, ...]]) -> list[np.ndarray]:
+        read = self._read_region
+        return [read(i, r) for i, r in zip(indices, regions)]
 
     def _keys(self) -> list[str]:
         """All keys in write order: the index's key list where ``self._index`` has one, else
@@ -223,6 +247,67 @@ class Reader(ABC):
         for i, smp in zip(idx.tolist(), out):
             self._check(i, smp)
         return out
+
+    def read_region(self, i: int, region: tuple[slice, ...]) -> np.ndarray:
+        """``self[i].image[region]``: the pixels of one region of sample ``i``.
+
+        ``region`` is a tuple of slices, one per spatial axis: ``(rows, cols)``
+        for an image, ``(depth, rows, cols)`` for a volume; the channels are
+        always whole.  The result has the dtype, shape and bytes NumPy's
+        slicing gives, as a new C-contiguous, writable array that holds no
+        reference to the rest of the image.  Formats whose ``partial_reads``
+        is true read only the chunks, tiles or pages the region overlaps;
+        the others read the whole sample.  With ``verify=True`` every read is
+        of the whole sample, checked against its checksum, then sliced.
+
+        Raises
+        ------
+        IndexError
+            ``i`` out of range.
+        RegionError
+            (an IndexError) a wrong number of slices, a step other than 1, or
+            bounds outside the image; it names the sample and the region.
+        """
+        return self.read_regions([i], [region])[0]
+
+    def read_regions(self, indices: Sequence[int] | np.ndarray,
+                     regions: Sequence[tuple[slice, ...]]) -> list[np.ndarray]:
+        """``[read_region(i, r) for i, r in zip(indices, regions)]``, with I/O batched where a
+        format can; every region is checked before anything is read."""
+        asked = _index_array(indices, self.path)
+        regions = list(regions)
+        if len(regions) != len(asked):
+            raise ValueError(f"{self.path}: {len(asked)} indices but {len(regions)} regions")
+        n = self._n
+        idx = np.where(asked < 0, asked + n, asked) if len(asked) else asked
+        bad = (idx < 0) | (idx >= n)
+        if bad.any():
+            raise IndexError(f"{self.path}: index {asked[bad.argmax()]} out of range for {n} samples")
+        if self._handles is None:
+            self.handles
+        ii = idx.tolist()
+        if self.verify_reads or not self.format.partial_reads:
+            return [self._whole_region(i, r) for i, r in zip(ii, regions)]
+        shape = self._image_shape
+        checked, shapes = [], []
+        for i, r in zip(ii, regions):
+            shp = shape(i)
+            if shp is None:  # only a read tells: read it whole
+                return [self._whole_region(i, r) for i, r in zip(ii, regions)]
+            checked.append(check_region(shp, r, f"{self.path}: sample {i}"))
+            shapes.append(region_shape(shp, checked[-1]))
+        out = self._read_regions(ii, checked)
+        for k, (i, arr, want) in enumerate(zip(ii, out, shapes)):
+            if arr.shape != want:
+                raise DatasetError(self.path, f"sample {i}: region read {arr.shape}, expected {want}")
+            if not (arr.flags.c_contiguous and arr.flags.writeable and arr.base is None):
+                out[k] = np.array(arr, order="C")
+        return out
+
+    def _whole_region(self, i: int, region) -> np.ndarray:
+        smp = self._checked_read(i) if self.verify_reads else self._read(i)
+        r = check_region(smp.image.shape, region, f"{self.path}: sample {i}")
+        return np.array(smp.image[r], order="C")
 
     def __iter__(self) -> Iterator[Sample]:
         if self._handles is None:

@@ -49,6 +49,9 @@ BUILTIN: dict[str, Entry] = {
     "zarr": Entry("storebench.formats.zarr_", "Zarr", ("zarr",), "pip install zarr"),
     "parquet": Entry("storebench.formats.parquet", "Parquet", ("pyarrow",), "pip install pyarrow"),
     "tfrecord": Entry("storebench.formats.tfrecord_", "TFRecord", ("tfrecord",), "pip install tfrecord"),
+    "blosc2": Entry("storebench.formats.blosc2_", "Blosc2", ("blosc2",), "pip install blosc2"),
+    "tiff": Entry("storebench.formats.tiff", "TIFF", ("tifffile", "imagecodecs"),
+                  "pip install tifffile imagecodecs"),
 }
 
 _targets: dict[str, Entry] = dict(BUILTIN)

@@ -8,17 +8,47 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ALL_MODES", "NO_BOXES", "NO_LABELS", "Sample", "describe_modes", "make_sample"]
+__all__ = ["ALL_MODES", "DTYPE_NAMES", "IMAGE_MODES", "NO_BOXES", "NO_BOXES_3D", "NO_LABELS", "VOLUME",
+           "VOLUME_MODES", "Sample", "describe_modes", "make_sample", "modes_of"]
 
-#: Every (dtype, channels) pair a Sample may have; channels 0 means a 2-D image.
-ALL_MODES = frozenset((dt, c) for dt in ("uint8", "uint16") for c in (0, 1, 2, 3, 4))
-_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16))
+#: The pixel types a Sample may have: 8- and 16-bit unsigned (photographs, PNG radiographs),
+#: int16 (CT in Hounsfield units, negative for air) and float32 (normalised MRI).
+DTYPE_NAMES = ("uint8", "uint16", "int16", "float32")
+#: The third element of a volume's mode.
+VOLUME = "volume"
+#: Every (dtype, channels) pair of a 2-D image; channels 0 means an ``(H, W)`` array.
+IMAGE_MODES = frozenset((dt, c) for dt in DTYPE_NAMES for c in (0, 1, 2, 3, 4))
+#: Every (dtype, channels, "volume") triple of a ``(D, H, W, C)`` volume.
+VOLUME_MODES = frozenset((dt, c, VOLUME) for dt in DTYPE_NAMES for c in (1, 2, 3, 4))
+#: Every mode a Sample may have.
+ALL_MODES = IMAGE_MODES | VOLUME_MODES
+_DTYPES = tuple(np.dtype(d) for d in DTYPE_NAMES)
 #: Shared read-only empty boxes and box labels, for samples without boxes.
 NO_BOXES = np.zeros((0, 4), np.float32)
 NO_BOXES.setflags(write=False)
+#: Empty boxes of a volume: ``(0, 6)``.
+NO_BOXES_3D = np.zeros((0, 6), np.float32)
+NO_BOXES_3D.setflags(write=False)
 NO_LABELS = np.zeros((0,), np.int64)
 NO_LABELS.setflags(write=False)
 _NO_BOXES, _NO_LABELS = NO_BOXES, NO_LABELS
+
+
+def modes_of(dtypes=DTYPE_NAMES, channels=(0, 1, 2, 3, 4), *, images: bool = True,
+             volumes: bool = False) -> frozenset:
+    """The modes of ``dtypes`` x ``channels``, for 2-D images and/or volumes.
+
+    >>> sorted(modes_of(("uint8",), (0, 3)))
+    [('uint8', 0), ('uint8', 3)]
+    """
+    out = set()
+    for dt in dtypes:
+        for c in channels:
+            if images:
+                out.add((dt, c))
+            if volumes and c:
+                out.add((dt, c, VOLUME))
+    return frozenset(out)
 
 
 def _is_unicode(text: str) -> bool:
@@ -70,14 +100,18 @@ class Sample:
     key : str
         Unique within a dataset; any unicode (``/`` and spaces included).
     image : numpy.ndarray
-        ``(H, W)`` or ``(H, W, C)`` with ``C`` in 1..4, ``uint8`` or ``uint16``.
-        Readers may return read-only views into a memory map or a buffer:
-        copy before writing into it.
+        A 2-D image ``(H, W)`` or ``(H, W, C)``, or a volume ``(D, H, W, C)``
+        (always 4-D, channel last), with ``C`` in 1..4; ``uint8``, ``uint16``,
+        ``int16`` or ``float32`` (any bits: NaN payloads and ``-0.0`` round-trip
+        in lossless formats).  Readers may return read-only views into a
+        memory map or a buffer: copy before writing into it.
     label : int
         Image-level class, ``-1`` for none.
     boxes : array_like
         ``(N, 4)`` pascal_voc corners ``x_min, y_min, x_max, y_max`` in
-        pixels, stored as float32.  Finite, ``min <= max`` and inside the image.
+        pixels, stored as float32; for a volume ``(N, 6)``:
+        ``x_min, y_min, z_min, x_max, y_max, z_max`` (z along D).  Finite,
+        ``min <= max`` and inside the image.
     box_labels : array_like
         ``(N,)`` integer class per box, stored as int64.
     meta : Mapping
@@ -106,11 +140,12 @@ class Sample:
         if not isinstance(img, np.ndarray):
             raise ValueError(f"image: must be a numpy array, got {type(img).__name__}")
         if img.dtype not in _DTYPES:
-            raise ValueError(f"image: dtype must be uint8 or uint16, got {img.dtype}")
-        if img.ndim not in (2, 3) or (img.ndim == 3 and not 1 <= img.shape[2] <= 4):
-            raise ValueError(f"image: shape must be (H, W) or (H, W, 1..4), got {img.shape}")
-        if img.shape[0] < 1 or img.shape[1] < 1:
-            raise ValueError(f"image: height and width must be >= 1, got {img.shape}")
+            raise ValueError(f"image: dtype must be one of {', '.join(DTYPE_NAMES)}, got {img.dtype}")
+        if img.ndim not in (2, 3, 4) or (img.ndim >= 3 and not 1 <= img.shape[-1] <= 4):
+            raise ValueError(f"image: shape must be (H, W), (H, W, 1..4) or a volume (D, H, W, 1..4), "
+                             f"got {img.shape}")
+        if min(img.shape[:-1] if img.ndim >= 3 else img.shape) < 1:
+            raise ValueError(f"image: every side must be >= 1, got {img.shape}")
         label = self.label
         if isinstance(label, (bool, np.bool_)) or not isinstance(label, (int, np.integer)):
             raise ValueError(f"label: must be int, got {type(label).__name__}")
@@ -119,14 +154,26 @@ class Sample:
             boxes = np.asarray(_NO_BOXES if self.boxes is None else self.boxes)
         except Exception as err:  # ragged lists and the like
             raise ValueError(f"boxes: not an array: {err}") from err
+        volume = img.ndim == 4
+        width = 6 if volume else 4
         if boxes.size == 0 and boxes.ndim <= 2:
-            boxes = _NO_BOXES
-        if boxes.ndim != 2 or boxes.shape[1] != 4:
-            raise ValueError(f"boxes: shape must be (N, 4), got {boxes.shape}")
+            boxes = NO_BOXES_3D if volume else _NO_BOXES
+        if boxes.ndim != 2 or boxes.shape[1] != width:
+            raise ValueError(f"boxes: shape must be (N, {width}) for {'a volume' if volume else 'an image'}, "
+                             f"got {boxes.shape}")
         if not (np.issubdtype(boxes.dtype, np.floating) or np.issubdtype(boxes.dtype, np.integer)):
             raise ValueError(f"boxes: must be real numbers, got dtype {boxes.dtype}")
         boxes = np.ascontiguousarray(boxes, dtype=np.float32)
-        if len(boxes):
+        if len(boxes) and volume:
+            d, h, w = img.shape[:3]
+            if not np.isfinite(boxes).all():
+                raise ValueError("boxes: coordinates must be finite")
+            if (boxes[:, :3] > boxes[:, 3:]).any():
+                raise ValueError("boxes: need x_min <= x_max, y_min <= y_max and z_min <= z_max")
+            if (boxes < 0).any() or (boxes[:, [0, 3]] > w).any() or (boxes[:, [1, 4]] > h).any() \
+                    or (boxes[:, [2, 5]] > d).any():
+                raise ValueError(f"boxes: outside the {w}x{h}x{d} volume (x, y, z)")
+        elif len(boxes):
             h, w = img.shape[:2]
             if not np.isfinite(boxes).all():
                 raise ValueError("boxes: coordinates must be finite")
@@ -165,14 +212,27 @@ class Sample:
         return (make_sample, (self.key, self.image, self.label, self.boxes, self.box_labels, self.meta))
 
     @property
-    def mode(self) -> tuple[str, int]:
-        """``(dtype name, channels)``, channels 0 for a 2-D image."""
+    def mode(self) -> tuple:
+        """``(dtype name, channels)`` for an image (channels 0 for ``(H, W)``), and
+        ``(dtype name, channels, "volume")`` for a volume."""
         img = self.image
+        if img.ndim == 4:
+            return (img.dtype.name, img.shape[3], VOLUME)
         return (img.dtype.name, img.shape[2] if img.ndim == 3 else 0)
+
+    @property
+    def is_volume(self) -> bool:
+        """Whether the image is a ``(D, H, W, C)`` volume."""
+        return self.image.ndim == 4
 
 
 def _array_equal(a: np.ndarray, b: np.ndarray) -> bool:
-    return a.dtype == b.dtype and a.shape == b.shape and bool(np.array_equal(a, b))
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    if a.dtype.kind == "f":  # bit-exact: NaN payloads and -0.0 count, as a lossless format keeps them
+        u = np.dtype(f"u{a.dtype.itemsize}")
+        return bool(np.array_equal(np.ascontiguousarray(a).view(u), np.ascontiguousarray(b).view(u)))
+    return bool(np.array_equal(a, b))
 
 
 _new = object.__new__
@@ -199,10 +259,12 @@ _sample = make_sample  # the short name the format modules use
 
 
 def describe_modes(modes) -> str:
-    """``uint8 (H, W), (H, W, 3); uint16 (H, W)`` for a set of (dtype, channels)."""
+    """``uint8 (H, W), (H, W, 3); int16 (D, H, W, 1)`` for a set of modes."""
     parts = []
-    for dt in ("uint8", "uint16"):
-        shapes = ["(H, W)" if c == 0 else f"(H, W, {c})" for d, c in sorted(modes) if d == dt]
+    for dt in DTYPE_NAMES:
+        mine = [m for m in modes if m[0] == dt]
+        shapes = ["(H, W)" if m[1] == 0 else f"(H, W, {m[1]})" for m in sorted(mine) if len(m) == 2]
+        shapes += [f"(D, H, W, {m[1]})" for m in sorted(mine) if len(m) == 3]
         if shapes:
             parts.append(f"{dt} {', '.join(shapes)}")
     return "; ".join(parts) or "nothing"

@@ -30,9 +30,11 @@ import numpy as np
 
 from .. import _registry
 from .._api import Format, Reader, Sample
+from .._sample import VOLUME
 
-__all__ = ["FormatTests", "assert_all_same", "assert_same", "check_reader", "check_roundtrip",
-           "edge_samples", "format_params", "golden_samples", "mode_sample", "write_golden"]
+__all__ = ["FormatTests", "assert_all_same", "assert_same", "check_reader", "check_regions", "check_roundtrip",
+           "edge_samples", "format_params", "golden_samples", "mode_sample", "volume_edge_samples",
+           "write_golden"]
 
 
 def __getattr__(name: str):
@@ -108,10 +110,47 @@ def check_reader(fmt: Format, r: Reader, samples: Sequence[Sample],
         assert_same(s, r[i - n])
     idx = list(batch) if batch is not None else list(range(n))[::-1]
     assert_all_same([scanned[i] for i in idx], r.read_batch(idx))
+    check_regions(r, scanned, samples if lossless else None)
     clone = pickle.loads(pickle.dumps(r))
     assert clone is not r and len(clone) == n
     assert_all_same(scanned, list(clone))
     clone.close()
+
+
+def fixed_regions(shape) -> list[tuple[slice, ...]]:
+    """The whole image, its last pixel, its first row (or plane) and its middle, for ``shape``."""
+    sides = shape[:3] if len(shape) == 4 else shape[:2]
+    whole = tuple(slice(None) for _ in sides)
+    last = tuple(slice(n - 1, n) for n in sides)
+    first = (slice(0, 1),) + tuple(slice(None) for _ in sides[1:])
+    middle = tuple(slice(n // 4, max(n // 4 + 1, 3 * n // 4)) for n in sides)
+    return [whole, last, first, middle]
+
+
+def check_regions(r: Reader, scanned: Sequence[Sample], originals: Sequence[Sample] | None = None,
+                  regions: Sequence[Sequence[tuple[slice, ...]]] | None = None) -> None:
+    """``r.read_region`` and ``read_regions`` give exactly ``image[region]`` of what the reader scans
+    (and, given ``originals``, of what was written): dtype, shape and bytes, as new C-contiguous
+    writable arrays.  ``regions[i]`` are sample ``i``'s (default :func:`fixed_regions`)."""
+    asked_i, asked_r, want = [], [], []
+    for i, s in enumerate(scanned):
+        for reg in (fixed_regions(s.image.shape) if regions is None else regions[i]):
+            expect = s.image[reg]
+            got = r.read_region(i, reg)
+            where = f"sample {i} ({s.key!r}) region {reg}"
+            assert isinstance(got, np.ndarray), f"{where}: read_region returned {type(got).__name__}"
+            assert got.dtype == expect.dtype and got.shape == expect.shape, \
+                f"{where}: {got.dtype} {got.shape}, expected {expect.dtype} {expect.shape}"
+            assert got.tobytes() == expect.tobytes(), f"{where}: pixels differ from the whole read's"
+            assert got.flags.c_contiguous and got.flags.writeable, f"{where}: not a writable C-contiguous array"
+            if originals is not None:
+                assert got.tobytes() == originals[i].image[reg].tobytes(), f"{where}: pixels differ from written"
+            asked_i.append(i)
+            asked_r.append(reg)
+            want.append(expect)
+    if asked_i:
+        got_all = r.read_regions(asked_i[::-1], asked_r[::-1])
+        assert [g.tobytes() for g in got_all] == [w.tobytes() for w in want[::-1]], "read_regions differs"
 
 
 def check_roundtrip(fmt: Format, samples: Sequence[Sample], path: Path,
@@ -150,20 +189,53 @@ def edge_samples() -> list[Sample]:
         Sample("grey + alpha", ramp[..., :2].copy(), label=9),
         Sample("many boxes", np.zeros((3, 3), np.uint8), boxes=many, box_labels=np.arange(40)),
         Sample("", np.ones((1, 9, 1), np.uint8), label=-1),
+        Sample("ct slice", np.array([[-1024, -1, 0], [1, 3071, -32768], [32767, 7, -7]], np.int16), label=1),
+        Sample("mri float", np.array([[0.0, -0.0, np.inf], [-np.inf, 1e-45, 3.5]], np.float32)[..., None]
+               .repeat(2, -1) * np.array([1, -1], np.float32), label=2),
+        Sample("nan payloads", np.array([0x7FC00000, 0x7FC00001, 0xFFC12345, 0x7F800001], np.uint32)
+               .view(np.float32).reshape(2, 2), label=3),
     ]
 
 
-def mode_sample(dtype: str, channels: int, *, key: str | None = None) -> Sample:
-    """A 5x7 sample of one ``(dtype, channels)`` mode whose pixels span the dtype's range.
+def volume_edge_samples() -> list[Sample]:
+    """Hand-picked volumes: 1x1x1, int16 CT with negative values and 6-column boxes, float32
+    with 4 channels (as BraTS' modalities), a thin slab, and uint8 / uint16 ones."""
+    z, y, x = np.mgrid[0:5, 0:6, 0:7]
+    hu = (x * 300 - 1024 + y * 11 - z * 5).astype(np.int16)[..., None]
+    mri = np.stack([(x + y * 0.5 + z * 0.25).astype(np.float32) * k for k in (1, -1, 0.5, 2)], axis=-1)
+    mri[0, 0, 0, 0] = np.nan
+    mri[1, 0, 0, 1] = -0.0
+    return [
+        Sample("1x1x1", np.array([[[[-5]]]], np.int16)),
+        Sample("ct/case 1", hu, label=1, boxes=_f32([[0, 0, 0, 7, 6, 5], [1.5, 2, 0.5, 3, 4, 4.5]]),
+               box_labels=_i64([1, 4]), meta={"spacing": "0.7x0.7x2.5"}),
+        Sample("mri 4ch", mri, label=0),
+        Sample("slab", np.arange(1 * 9 * 2 * 2, dtype=np.float32).reshape(1, 9, 2, 2), label=-1),
+        Sample("u8 rgb vol", (x * y + z).astype(np.uint8)[..., None].repeat(3, -1), label=2),
+        Sample("u16 vol", (x * 9000 + z).astype(np.uint16)[..., None]),
+    ]
+
+
+def mode_sample(dtype: str, channels: int, kind: str | None = None, *, key: str | None = None) -> Sample:
+    """A 5x7 sample (``kind="volume"``: a 3x5x7 volume) of one mode whose pixels span the
+    dtype's range: ``mode_sample(*mode)`` for any mode.
 
     Neighbouring values differ in their high and low bits alike, so a format
-    that drops a byte, a channel or the byte order does not read it back equal.
+    that drops a byte, a channel or the byte order does not read it back equal;
+    float32 pixels are every kind of bit pattern (NaN payloads, -0.0, infinities).
     """
-    shape = (5, 7, channels) if channels else (5, 7)
-    top = int(np.iinfo(dtype).max)
-    flat = np.arange(int(np.prod(shape)), dtype=np.uint64) * np.uint64(2654435761) % np.uint64(top + 1)
-    return Sample(key if key is not None else f"{dtype}x{channels}",
-                  flat.astype(dtype).reshape(shape), label=channels)
+    volume = kind == VOLUME
+    shape: tuple[int, ...] = (5, 7, channels) if channels else (5, 7)
+    if volume:
+        shape = (3, *shape)
+    bits = 32 if dtype == "float32" else np.dtype(dtype).itemsize * 8
+    flat = np.arange(int(np.prod(shape)), dtype=np.uint64) * np.uint64(2654435761) % np.uint64(1 << bits)
+    if dtype == "float32":
+        img = flat.astype(np.uint32).view(np.float32)
+    else:
+        img = flat.astype(f"u{bits // 8}").view(dtype)
+    name = f"{dtype}x{channels}" + ("x volume" if volume else "")
+    return Sample(key if key is not None else name, img.reshape(shape), label=channels)
 
 
 def golden_samples(modes=None) -> list[Sample]:

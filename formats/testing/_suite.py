@@ -35,17 +35,27 @@ from storebench.fixtures.strategies import sample_lists
 
 from .. import ALL_MODES, DatasetError, Format, Sample, _registry, open_dataset
 from .._manifest import CHECKSUMS
-from . import assert_all_same, assert_same, check_reader, check_roundtrip, edge_samples, golden_samples, mode_sample
+from . import (
+    assert_all_same,
+    assert_same,
+    check_reader,
+    check_roundtrip,
+    edge_samples,
+    golden_samples,
+    mode_sample,
+    volume_edge_samples,
+)
 from ._badinput import BadInputTests
 from ._common import cifar, leftovers, supported
 from ._processes import ProcessTests
 from ._readers import ReaderPinningTests
+from ._regions import RegionTests
 from ._writers import WriterTests
 
 _IO_HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large]
 
 
-class FormatTests(ProcessTests, WriterTests, BadInputTests, ReaderPinningTests):
+class FormatTests(ProcessTests, WriterTests, BadInputTests, ReaderPinningTests, RegionTests):
     """The conformance suite for one format; subclass it and set :attr:`format_cls`.
 
     Attributes
@@ -127,20 +137,32 @@ class FormatTests(ProcessTests, WriterTests, BadInputTests, ReaderPinningTests):
         check_roundtrip(fmt, edge, tmp_path / "edge")
         check_roundtrip(fmt, [], tmp_path / "empty")
         check_roundtrip(fmt, edge[:1], tmp_path / "one")
+        volumes = supported(fmt, volume_edge_samples())
+        if volumes:
+            check_roundtrip(fmt, volumes, tmp_path / "volumes")
 
     def test_modes(self, fmt, tmp_path):
-        """Every declared mode is stored (byte-exact if lossless); every other is refused by key."""
-        stored = [mode_sample(dt, c) for dt, c in sorted(fmt.modes)]
+        """Every declared mode is stored (byte-exact if lossless); every other is refused by key,
+        naming what the format stores; images and volumes never share a dataset."""
+        images = [mode_sample(*m) for m in sorted(fmt.modes) if len(m) == 2]
+        volumes = [mode_sample(*m) for m in sorted(fmt.modes) if len(m) == 3]
         # check_reader compares pixels byte for byte when the format is lossless, and
         # dtype and shape always.
-        check_roundtrip(fmt, stored, tmp_path / "stored")
-        for dt, c in sorted(ALL_MODES - fmt.modes):
-            bad = mode_sample(dt, c, key=f"refused {dt}x{c}")
+        for name, stored in (("images", images), ("volumes", volumes)):
+            if stored:
+                check_roundtrip(fmt, stored, tmp_path / name)
+        for m in sorted(ALL_MODES - fmt.modes):
+            bad = mode_sample(*m, key=f"refused {m}")
+            first = (volumes if len(m) == 3 else images) or images or volumes
             with pytest.raises(ValueError, match=re.escape(repr(bad.key))) as info:
-                fmt.write([stored[0], bad], tmp_path / "refused")
-            assert f"{fmt.name} cannot store {dt}" in str(info.value)
+                fmt.write([first[0], bad], tmp_path / "refused")
+            assert f"{fmt.name} cannot store {m[0]}" in str(info.value)
             assert not (tmp_path / "refused").exists()
             assert leftovers(tmp_path, "refused") == []
+        if images and volumes:
+            with pytest.raises(ValueError, match="one kind or the other"):
+                fmt.write([images[0], volumes[0]], tmp_path / "mixed")
+            assert not (tmp_path / "mixed").exists()
 
     # ----------------------------------------------------------------------- writing
 
