@@ -22,8 +22,8 @@ from ._bound import FLOOR, GATHER, Bound, BoundInput, BoundRun, NoBound, Pool
 from ._errors import ChecksumError, DatasetError, RegionError
 from ._fs import dataset_files, disk_usage
 from ._manifest import MANIFEST, read_manifest
-from ._registry import ENTRY_POINT_GROUP, available, get, missing_dependency, names, register, unavailable
 from ._region import check_region
+from ._registry import ENTRY_POINT_GROUP, available, get, missing_dependency, names, register, unavailable
 from ._sample import (
     ALL_MODES,
     DTYPE_NAMES,

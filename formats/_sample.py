@@ -41,7 +41,7 @@ def modes_of(dtypes=DTYPE_NAMES, channels=(0, 1, 2, 3, 4), *, images: bool = Tru
     >>> sorted(modes_of(("uint8",), (0, 3)))
     [('uint8', 0), ('uint8', 3)]
     """
-    out = set()
+    out: set[tuple] = set()
     for dt in dtypes:
         for c in channels:
             if images:

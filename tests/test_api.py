@@ -28,11 +28,22 @@ IMG = np.zeros((4, 6, 3), np.uint8)
     (dict(key="bad \udc80"), "key: .*lone surrogate"),
     (dict(meta={"a": "\ud800"}), r"meta\[.a.\]: .*lone surrogate"),
     (dict(image=[[1, 2]]), "image"),
-    (dict(image=np.zeros((2, 2), np.float32)), "image: dtype"),
-    (dict(image=np.zeros((2, 2), np.int16)), "image: dtype"),
+    (dict(image=np.zeros((2, 2), np.float64)), "image: dtype must be one of uint8, uint16, int16, float32"),
+    (dict(image=np.zeros((2, 2), np.int32)), "image: dtype"),
+    (dict(image=np.zeros((2, 2), ">u2")), "image: dtype"),
     (dict(image=np.zeros((2, 2, 5), np.uint8)), "image: shape"),
     (dict(image=np.zeros((2,), np.uint8)), "image: shape"),
-    (dict(image=np.zeros((0, 2), np.uint8)), "image: height"),
+    (dict(image=np.zeros((2, 2, 2, 2, 1), np.uint8)), "image: shape"),
+    (dict(image=np.zeros((2, 2, 2, 5), np.int16)), "image: shape"),
+    (dict(image=np.zeros((0, 2), np.uint8)), "image: every side"),
+    (dict(image=np.zeros((2, 0, 2, 1), np.int16)), "image: every side"),
+    (dict(image=np.zeros((4, 6, 3), np.uint8)[None], boxes=[[0, 0, 1, 1]], box_labels=[1]),
+     r"boxes: shape must be \(N, 6\) for a volume"),
+    (dict(image=np.zeros((4, 6, 3), np.uint8)[None], boxes=[[0, 0, 0, 1, 1, 2]], box_labels=[1]),
+     "boxes: outside the 6x4x1 volume"),
+    (dict(image=np.zeros((4, 6, 3), np.uint8)[None], boxes=[[0, 0, 1, 1, 1, 0]], box_labels=[1]),
+     "z_min <= z_max"),
+    (dict(boxes=[[0, 0, 0, 1, 1, 1]], box_labels=[1]), r"boxes: shape must be \(N, 4\) for an image"),
     (dict(label=1.5), "label"),
     (dict(label=True), "label"),
     (dict(boxes=[[0, 0, 1]], box_labels=[1]), "boxes: shape"),
@@ -55,6 +66,57 @@ def test_sample_rejects_bad_fields(kwargs, field):
     args = dict(key="k", image=IMG) | kwargs
     with pytest.raises(ValueError, match=field):
         Sample(**args)
+
+
+def test_volumes_and_new_dtypes():
+    """(D, H, W, C) volumes with 6-column boxes; int16 and float32 compare bit for bit."""
+    vol = np.arange(2 * 3 * 4, dtype=np.int16).reshape(2, 3, 4, 1) - 1024
+    s = Sample("ct", vol, boxes=[[0, 0, 0, 4, 3, 2]], box_labels=[1])
+    assert s.mode == ("int16", 1, "volume") and s.is_volume and s.boxes.shape == (1, 6)
+    assert Sample("e", vol).boxes.shape == (0, 6)
+    assert not Sample("img", vol[0]).is_volume and Sample("img", vol[0]).mode == ("int16", 1)
+    f = np.array([[np.nan, -0.0, np.inf]], np.float32)
+    payload = f.copy()
+    payload.view(np.uint32)[0, 0] |= 1  # another NaN
+    assert Sample("f", f) == Sample("f", f.copy())
+    assert Sample("f", f) != Sample("f", payload), "NaN payloads differ bit for bit"
+    assert Sample("f", f) != Sample("f", np.abs(f)), "-0.0 is not 0.0"
+    assert formats.describe_modes({("int16", 1, "volume"), ("float32", 0)}) == "int16 (D, H, W, 1); float32 (H, W)"
+    assert formats.modes_of(("uint8",), (0, 1), volumes=True) == {("uint8", 0), ("uint8", 1), ("uint8", 1, "volume")}
+    assert formats.ALL_MODES == formats.IMAGE_MODES | formats.VOLUME_MODES
+
+
+def test_a_dataset_holds_images_or_volumes(tmp_path):
+    npy = formats.get("npy")
+    img, vol = Sample("img", np.zeros((2, 2), np.int16)), Sample("vol", np.zeros((1, 2, 2, 1), np.int16))
+    for first, second in ((img, vol), (vol, img)):
+        with pytest.raises(ValueError, match=f"image of key {second.key!r}: .*one kind or the other"):
+            npy.write([first, second], tmp_path / "ds")
+        assert not (tmp_path / "ds").exists()
+
+
+@pytest.mark.parametrize("region, problem", [
+    ((slice(0, 2),), "has 1 slices; the 3x4 image needs 2"),
+    ((slice(0, 2), slice(0, 2), slice(0, 1)), "has 3 slices"),
+    ((slice(0, 2, 2), slice(None)), "axis 0 has step 2"),
+    ((slice(None), slice(0, 5)), "axis 1 selects 0:5, outside 0:4"),
+    ((slice(-1, None), slice(None)), "axis 0 selects -1:3"),
+    ((slice(2, 2), slice(None)), "axis 0 selects 2:2"),
+    ((1, slice(None)), "axis 0 is int 1, not a slice"),
+    ([slice(None), slice(None)], "must be a tuple of slices"),
+    ((slice(None), slice(True, 2)), "axis 1 has bound True, not an int"),
+])
+def test_check_region_errors(region, problem):
+    with pytest.raises(formats.RegionError, match=re.escape(problem)) as info:
+        formats.check_region((3, 4, 3), region, "/ds: sample 7")
+    assert str(info.value).startswith(f"/ds: sample 7: region {region!r}")
+    assert isinstance(info.value, IndexError)
+    assert pickle.loads(pickle.dumps(info.value)).args == info.value.args
+
+
+def test_check_region_normalises():
+    assert formats.check_region((5, 3, 4, 2), (slice(None), slice(1, None), slice(np.int64(0), 1)), "x") == \
+        (slice(0, 5), slice(1, 3), slice(0, 1))
 
 
 def test_sample_normalises_and_compares():

@@ -149,7 +149,7 @@ class RegionTests:
         assert made is not None, f"{fmt.id} declares partial_reads but stores no large image or volume mode"
         sample, warm_region, cold_region = made
         report = fmt.write([sample], tmp_path / "ds")
-        files = [p for p in dataset_files(tmp_path / "ds")]
+        files = list(dataset_files(tmp_path / "ds"))
         with fmt.open(tmp_path / "ds") as r:
             r.read_region(0, warm_region)  # opens the files and reads the index: not the region's cost
             evict(files)
