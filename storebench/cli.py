@@ -243,8 +243,10 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     if Path(args.out).name in ("", ".", ".."):
         raise CommandError(f"--out: {args.out!r} names no new directory; give a path like data/cifar")
     fmt = resolve_format(args.format, args.option)
-    if args.preset not in fixtures.PRESETS:
-        raise CommandError(f"--preset: unknown {args.preset!r}; presets: {', '.join(fixtures.PRESETS)}")
+    try:
+        args.preset = fixtures.preset_id(args.preset)  # "ct[side=512,slices=300]": sizes are options
+    except ValueError as err:
+        raise CommandError(f"--preset: {err}") from None
     samples = progress(fixtures.make_dataset(args.preset, args.n, args.seed), args.n,
                         f"{fmt.id} {args.preset}")
     try:

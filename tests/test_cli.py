@@ -56,6 +56,10 @@ def _cli(*args, cwd=None, **kw) -> subprocess.CompletedProcess:
     (["generate", "--preset", "cifar", "--n", "3", "--out", ".."], "--out"),
     (["generate", "--preset", "cifar", "--n", "3", "--out", "{tmp}/."], "already exists"),
     (["generate", "--preset", "nosuch", "--n", "3", "--out", "{tmp}/a"], "--preset"),
+    (["generate", "--preset", "ct[side=x]", "--n", "3", "--out", "{tmp}/a"], "--preset"),
+    (["generate", "--preset", "ct[nosuch=3]", "--n", "3", "--out", "{tmp}/a"], "--preset"),
+    (["generate", "--preset", "ct[side=32,slices=4]", "--n", "1", "--format", "png", "--out", "{tmp}/a"],
+     "png cannot store int16"),
     (["generate", "--preset", "cifar", "--n", "-3", "--out", "{tmp}/a"], "--n"),
     (["generate", "--preset", "cifar", "--n", "3", "--format", "nosuch", "--out", "{tmp}/a"], "nosuch"),
     (["generate", "--preset", "cifar", "--n", "3", "--format", "parquet", "--option", "row_group_size=true",
@@ -121,6 +125,14 @@ def test_ctrl_c_exits_130_and_leaves_nothing(tmp_path):
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "interrupted" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_generate_a_volume_preset_with_its_sizes(tmp_path):
+    """Preset sizes are options in the preset's name: CT volumes of 32x32 in-plane and 4 slices."""
+    assert main(["generate", "--preset", "ct[side=32,slices=4]", "--n", "2", "--format", "npy",
+                 "--out", str(tmp_path / "ct")]) == 0
+    with formats.open_dataset(tmp_path / "ct") as r:
+        assert [s.image.shape for s in r] == [(4, 32, 32, 1)] * 2 and r[0].image.dtype == np.int16
 
 
 @pytest.mark.parametrize("what", ["project folder", "file", "symlink to a dataset"])
