@@ -398,7 +398,8 @@ class Format(ABC):
 
 
 def _check_image_size(fmt: Format, s: Sample, max_pixels: int | None, max_side: int | None) -> None:
-    h, w = s.image.shape[:2]
+    # Per 2-D image or per slice of a volume: the limits are those of one frame.
+    h, w = s.image.shape[1:3] if s.image.ndim == 4 else s.image.shape[:2]
     if max_pixels is not None and h * w > max_pixels:
         raise ValueError(f"image of key {s.key!r}: {h}x{w} is {h * w} pixels, over the {max_pixels} "
                          f"pixels per image that {fmt.name} can read back (its max_image_pixels)")

@@ -1,22 +1,45 @@
-"""dicom: one uncompressed DICOM file per image, labels and boxes in an index.
+"""dicom: one uncompressed DICOM file per image or volume, labels and boxes in an index.
 
-``images/00000000.dcm``, ... are Secondary Capture instances in Explicit VR
-Little Endian (no compression), written and read with pydicom; 8- and 16-bit
-grayscale are ``MONOCHROME2`` (``MONOCHROME1`` when the sample's
-``meta["PhotometricInterpretation"]`` says so: only the tag changes, not the
-pixels) and 8-bit colour is ``RGB`` with interleaved samples.  Keys, labels,
-boxes, metadata and the exact ``(H, W)`` / ``(H, W, 1)`` shape live in
-``index.npz``.  Reads decode with :func:`pydicom.pixels.pixel_array`, which
-parses only the pixel-module tags (about 20% faster than ``dcmread`` followed
-by ``.pixel_array``, same decoder and dtype rules).
+``images/00000000.dcm``, ... are Explicit VR Little Endian files (no
+compression), written and read with pydicom, so that
+``pydicom.dcmread(f).pixel_array`` is the stored array:
+
+* 2-D images are Secondary Capture instances: 8- and 16-bit grayscale,
+  unsigned or signed (``int16``: ``PixelRepresentation`` 1, two's complement,
+  so CT Hounsfield units keep their sign), ``MONOCHROME2`` (``MONOCHROME1``
+  when the sample's ``meta["PhotometricInterpretation"]`` says so: only the
+  tag changes, not the pixels), and 8-bit colour as ``RGB`` with interleaved
+  samples.  Signed images carry an identity Modality LUT
+  (``RescaleSlope`` 1, ``RescaleIntercept`` 0, ``RescaleType`` ``US``): the
+  stored values are the values.
+* Grayscale volumes ``(D, H, W, 1)`` are one multi-frame file each, ``D``
+  frames of ``H x W`` (``NumberOfFrames``; ``pixel_array`` is ``(D, H, W)``):
+  Multi-frame Grayscale Byte SC for uint8, Multi-frame Grayscale Word SC for
+  uint16 and int16, with the SC Multi-frame Image module's identity rescale,
+  ``PresentationLUTShape`` ``IDENTITY``, ``BurnedInAnnotation`` ``NO`` and a
+  ``FrameLabelVector`` of frame indices as the ``FrameIncrementPointer``.
+
+Keys, labels, boxes (``(N, 6)`` for volumes), metadata and the exact shape
+live in ``index.npz``.  Reads decode with :func:`pydicom.pixels.pixel_array`,
+which parses only the pixel-module tags (about 20% faster than ``dcmread``
+followed by ``.pixel_array``, same decoder and dtype rules).
 
 Pick it to benchmark the medical-imaging baseline (VinBigData, RSNA: a folder
 of ``.dcm`` files) or to hand images to DICOM tools.  Caveats: the slowest
 format here (pydicom is pure Python: ~0.3 ms to read and ~2 ms to write even
-a 32x32 image), one inode and ~350 bytes of header per image, no uint16
-colour and no 2- or 4-channel images; Rows and Columns are 16-bit and the
-pixel data's length 32-bit, so an image with a side over 65535 pixels or
-over 4 GiB of pixels is refused on write with a ``ValueError``.  :func:`display_transform` is the separate, lossy
+a 32x32 image), one inode and ~350 bytes of header per image; no float32
+(DICOM's float pixel data belongs to IODs such as the Parametric Map), no
+uint16 colour, no 2- or 4-channel images and no colour volumes; a region read decodes the whole
+file.  PS3.3 A.8.4.4 asks Multi-frame Grayscale Word SC for unsigned pixels:
+an int16 volume is written signed anyway (``PixelRepresentation`` 1), which
+pydicom reads as int16 but a strict validator (dciodvfy) flags; the
+conformant alternatives would store offset values
+(``pixel_array`` no longer the Sample) or need an Enhanced CT/MR header with
+geometry storebench does not know.  Volumes are ``MONOCHROME2`` whatever the
+meta says (the multi-frame SC IODs allow nothing else).  Rows and Columns are
+16-bit and the pixel data's length 32-bit, so an image or frame with a side
+over 65535 pixels or over 4 GiB of pixels in one file is refused on write
+with a ``ValueError``.  :func:`display_transform` is the separate, lossy
 VinBigData-style preprocessing for viewing and training; the reader never
 applies it.
 """
@@ -34,6 +57,8 @@ from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_voi_lut, pixel_array
 from pydicom.uid import (
     ExplicitVRLittleEndian,
+    MultiFrameGrayscaleByteSecondaryCaptureImageStorage,
+    MultiFrameGrayscaleWordSecondaryCaptureImageStorage,
     SecondaryCaptureImageStorage,
     generate_uid,
 )
@@ -42,10 +67,14 @@ from ._api import DatasetError, Format, Reader
 from ._bound import Bound, BoundInput, BoundRun
 from ._fs import OpenDir, dataset_files, read_file
 from ._index import Index, IndexWriter
+from ._sample import modes_of
 
-MODES = frozenset({("uint8", 0), ("uint8", 1), ("uint16", 0), ("uint16", 1), ("uint8", 3)})
+#: What DICOM holds: 8-, 16-bit and signed 16-bit grayscale images and volumes, 8-bit RGB images.
+MODES = (modes_of(("uint8", "uint16", "int16"), (0, 1)) | modes_of(("uint8",), (3,))
+         | modes_of(("uint8", "uint16", "int16"), (1,), images=False, volumes=True))
 MAX_SIDE = 0xFFFF  # Rows and Columns are US: 16-bit
 MAX_PIXEL_BYTES = 0xFFFFFFFE  # a 32-bit even value length (0xFFFFFFFF means "undefined")
+FRAME_LABEL_VECTOR = 0x00182002  # (0018,2002), what the FrameIncrementPointer of a volume names
 
 
 def _to_dataset(s, i: int, study: str, series: str) -> Dataset:
@@ -53,23 +82,42 @@ def _to_dataset(s, i: int, study: str, series: str) -> Dataset:
     if img.nbytes > MAX_PIXEL_BYTES:
         raise ValueError(f"image of key {s.key!r}: {img.nbytes} bytes of pixels, over the "
                          f"{MAX_PIXEL_BYTES} a DICOM PixelData element can hold")
+    volume, signed, bits = img.ndim == 4, img.dtype.kind == "i", 8 * img.itemsize
+    rows, cols = img.shape[1:3] if volume else img.shape[:2]
+    if max(rows, cols) > MAX_SIDE:  # Format.write checks 2-D images; a volume's frames here
+        raise ValueError(f"image of key {s.key!r}: frames of {rows}x{cols} have a side over {MAX_SIDE} "
+                         "pixels, the most dicom can store (its max_image_side)")
+    if not volume:
+        sop_class = SecondaryCaptureImageStorage
+    elif bits == 8:
+        sop_class = MultiFrameGrayscaleByteSecondaryCaptureImageStorage
+    else:
+        sop_class = MultiFrameGrayscaleWordSecondaryCaptureImageStorage
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = sop_class
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = uid
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series  # one of each per dataset
     ds.Modality, ds.ConversionType, ds.InstanceNumber = "OT", "WSD", i + 1
-    ds.Rows, ds.Columns = img.shape[:2]
-    ds.SamplesPerPixel = img.shape[2] if img.ndim == 3 else 1
+    ds.Rows, ds.Columns = rows, cols
+    ds.SamplesPerPixel = img.shape[2] if img.ndim == 3 else 1  # volumes are grey
     if ds.SamplesPerPixel == 3:
         ds.PhotometricInterpretation, ds.PlanarConfiguration = "RGB", 0  # RGBRGB: NumPy's order
-    elif s.meta.get("PhotometricInterpretation") == "MONOCHROME1":
+    elif not volume and s.meta.get("PhotometricInterpretation") == "MONOCHROME1":
         ds.PhotometricInterpretation = "MONOCHROME1"
     else:
         ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated = ds.BitsStored = 8 * img.itemsize
-    ds.HighBit, ds.PixelRepresentation = 8 * img.itemsize - 1, 0
+    ds.BitsAllocated = ds.BitsStored = bits
+    ds.HighBit, ds.PixelRepresentation = bits - 1, int(signed)  # int16: two's complement
+    if volume:  # the SC Multi-frame Image and Multi-frame modules
+        frames = img.shape[0]
+        ds.NumberOfFrames = frames
+        ds.FrameIncrementPointer = FRAME_LABEL_VECTOR
+        ds.FrameLabelVector = [str(z) for z in range(frames)]  # frame z is image[z]
+        ds.BurnedInAnnotation, ds.PresentationLUTShape = "NO", "IDENTITY"
+    if volume or signed:  # identity Modality LUT: the stored values are the values (HU for CT)
+        ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = "0", "1", "US"
     ds.PixelData = np.ascontiguousarray(img).tobytes()  # little-endian on every supported host
     return ds
 

@@ -10,9 +10,10 @@ Pick it when disk size or transfer matters more than exact pixels: at quality
 90, 32x32 crops shrink 3x against raw and 400 px photos 12x, PSNR >= 33 dB.
 Caveats: lossy (``lossless = False``: pixels differ from what was written,
 shapes, dtypes and everything else do not); baseline JPEG is 8-bit, so only
-uint8 images with 1 or 3 channels or none are stored, and uint16, 2- and
-4-channel images are refused on write with a ``ValueError``; one file per
-image means 100k inodes, slow directory listings and slow copies.
+2-D uint8 images with 1 or 3 channels or none are stored, and uint16,
+int16, float32, 2- and 4-channel images and volumes are refused on write
+with a ``ValueError``; one file per image means 100k inodes, slow directory
+listings and slow copies.
 """
 from __future__ import annotations
 

@@ -12,11 +12,13 @@ the other formats are compared with.  Caveats: lossless but slow to decode
 (zlib), one inode per image (100k files strain backups, ``ls`` and network
 file systems), and Pillow cannot write 16-bit colour, so ``uint16`` images
 with 2, 3 or 4 channels are refused on write; 16-bit grayscale is kept
-(mode ``I;16``).  Pillow reads images over ``PIL.Image.MAX_IMAGE_PIXELS``
-(89 M pixels by default) only with a decompression-bomb warning, and fails
-beyond twice that, so larger images are refused on write with a
-``ValueError`` (:func:`max_pixels`; raise the setting before writing and
-reading to store them).  ``compress_level`` (0-9, zlib) trades write time
+(mode ``I;16``).  PNG has no signed or floating-point samples and no depth:
+``int16`` and ``float32`` images and volumes are refused too (store CT
+slices and volumes with dicom or a raw format).  Pillow reads images over
+``PIL.Image.MAX_IMAGE_PIXELS`` (89 M pixels by default) only with a
+decompression-bomb warning, and fails beyond twice that, so larger images
+are refused on write with a ``ValueError`` (:func:`max_pixels`; raise the
+setting before writing and reading to store them).  ``compress_level`` (0-9, zlib) trades write time
 and size and barely changes read time.
 """
 from __future__ import annotations
@@ -34,7 +36,7 @@ from ._fs import OpenDir
 from ._index import Index, IndexWriter
 
 IMAGES = "images"
-#: What PNG holds: uint8 with 0-4 channels, uint16 gray; (H, W, 1) is stored as 2-D.
+#: What PNG holds: 2-D uint8 with 0-4 channels and uint16 gray; (H, W, 1) is stored as 2-D.
 MODES = frozenset({("uint8", c) for c in range(5)} | {("uint16", 0), ("uint16", 1)})
 
 

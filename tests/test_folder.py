@@ -65,6 +65,17 @@ def test_image_folder_layout_labels_keys_and_pixels(tree):
     assert all(len(s.boxes) == 0 for s in got)
 
 
+def test_float_tiffs_become_float32_samples(tmp_path):
+    """A 32-bit float image (normalised intensities, PIL mode F) is a float32 Sample, values kept."""
+    from PIL import Image
+
+    arr = np.array([[0.5, -1.25], [3.0e-3, 2.0]], np.float32)
+    (tmp_path / "cls").mkdir()
+    Image.fromarray(arr, mode="F").save(tmp_path / "cls" / "x.tif")
+    (s,) = list(from_folder(tmp_path))
+    assert s.image.dtype == np.float32 and s.image.tobytes() == arr.tobytes()
+
+
 def test_folder_streams_and_refuses_early(tmp_path, tree):
     root, _ = tree
     it = from_folder(root)

@@ -3,8 +3,9 @@
 sqlite: the file is plain SQL (any SQLite client reads it), options, the key
 index, read-only readers, batched IN queries, damage.
 dicom: the files are standard DICOM that pydicom reads back exactly, modes
-outside DICOM's are refused, real pydicom test files round-trip, and the
-VinBigData display transform (VOI LUT, MONOCHROME1 inversion, resize).
+outside DICOM's are refused, real pydicom test files round-trip (signed ones
+as int16), and the VinBigData display transform (VOI LUT, MONOCHROME1
+inversion, resize).  Signed images and volumes: tests/test_formats_images.py.
 """
 from __future__ import annotations
 
@@ -218,6 +219,7 @@ def test_dicom_files_are_standard(tmp_path):
         assert ds.SOPClassUID == ds.file_meta.MediaStorageSOPClassUID == SecondaryCaptureImageStorage
         assert ds.SOPInstanceUID == ds.file_meta.MediaStorageSOPInstanceUID
         assert ds.BitsAllocated == ds.BitsStored == 8 * s.image.itemsize and ds.PixelRepresentation == 0
+        assert "NumberOfFrames" not in ds and "RescaleSlope" not in ds  # unsigned 2-D: as before volumes
         assert np.array_equal(ds.pixel_array, s.image.reshape(ds.pixel_array.shape))
         assert ds.pixel_array.dtype == s.image.dtype
     assert [ds.PhotometricInterpretation for ds in sets] == \
@@ -234,12 +236,28 @@ def test_dicom_files_are_standard(tmp_path):
         assert r.info()["pydicom"] == pydicom.__version__
 
 
+def test_dicom_modes_are_what_the_standard_allows():
+    """Grey 8/16-bit unsigned and signed images and volumes, 8-bit RGB images; nothing else."""
+    grey = {(dt, c) for dt in ("uint8", "uint16", "int16") for c in (0, 1)}
+    volumes = {(dt, 1, formats.VOLUME) for dt in ("uint8", "uint16", "int16")}
+    assert formats.get("dicom").modes == grey | {("uint8", 3)} | volumes
+
+
 @pytest.mark.parametrize("mode", sorted(formats.ALL_MODES - formats.get("dicom").modes))
 def test_dicom_refuses_modes_it_does_not_store(mode, tmp_path):
-    dtype, channels = mode
-    image = np.zeros((2, 2, channels) if channels else (2, 2), dtype)
-    with pytest.raises(ValueError, match=f"dicom cannot store {dtype}"):
+    dtype, channels = mode[:2]
+    shape = (2, 2, channels) if channels else (2, 2)
+    image = np.zeros((3, *shape) if len(mode) == 3 else shape, dtype)
+    with pytest.raises(ValueError, match=f"key 'x': dicom cannot store {dtype}"):
         formats.get("dicom").write([Sample("x", image)], tmp_path / "ds")
+    assert not (tmp_path / "ds").exists()
+
+
+def test_dicom_refuses_a_volume_frame_side_over_65535_by_key(tmp_path):
+    """Rows and Columns of a volume are its H and W, checked per frame."""
+    fmt = formats.get("dicom")
+    with pytest.raises(ValueError, match=r"key 'wide vol': frames of 1x65536 have a side over 65535"):
+        fmt.write([Sample("wide vol", np.zeros((2, 1, 65536, 1), np.int16))], tmp_path / "ds")
     assert not (tmp_path / "ds").exists()
 
 
@@ -267,15 +285,18 @@ def test_bundled_dicom_files_round_trip(tmp_path):
     with fmt.open(tmp_path / "ds") as r:
         got = list(r)
     assert_all_same(samples, got)
-    for p, s in zip(paths, got):
+    for i, (p, s) in enumerate(zip(paths, got)):
         ref = pydicom.dcmread(p).pixel_array
-        signed = s.meta["PixelRepresentation"] == 1
-        image = s.image.view(np.int16) if signed else s.image
-        assert image.shape == ref.shape and np.array_equal(image, ref), p.name
+        assert s.image.dtype == ref.dtype.newbyteorder("=") and s.image.shape == ref.shape, p.name
+        assert np.array_equal(s.image, ref), p.name
+        stored = pydicom.dcmread(tmp_path / "ds" / "images" / f"{i:08d}.dcm")  # signed stays signed
+        assert stored.PixelRepresentation == s.meta["PixelRepresentation"] == int(ref.dtype.kind == "i"), p.name
+        assert stored.pixel_array.dtype == s.image.dtype and np.array_equal(stored.pixel_array, ref), p.name
     by_key = {s.key: s for s in got}
     assert by_key["CT_small"].meta == {"Modality": "CT", "PhotometricInterpretation": "MONOCHROME2",
                                        "BitsStored": 16, "PixelRepresentation": 1}
-    assert by_key["JPEG2000"].image.view(np.int16).min() < 0  # negative values survive
+    assert by_key["CT_small"].image.dtype == np.int16
+    assert by_key["JPEG2000"].image.min() < 0  # negative values survive
     assert np.array_equal(by_key["MR_small"].image, by_key["MR_small_bigendian"].image)
     assert by_key["examples_rgb_color"].image.shape == (240, 320, 3)
 
@@ -284,6 +305,17 @@ def test_bundled_dicom_files_round_trip(tmp_path):
 def test_from_dicom_files_refuses_what_a_sample_cannot_hold(name):
     with pytest.raises(ValueError, match="frames|uint32"):
         list(from_dicom_files(bundled_files([name])))
+
+
+def test_from_dicom_files_widens_signed_8_bit_to_int16(tmp_path):
+    ds = pydicom.dcmread(bundled_files(["image_dfl.dcm"])[0])  # uint8 grey, re-tagged as signed
+    ds.PixelRepresentation = 1
+    ds.save_as(tmp_path / "s8.dcm")
+    ref = pydicom.dcmread(tmp_path / "s8.dcm").pixel_array
+    assert ref.dtype == np.int8 and ref.min() < 0
+    (s,) = from_dicom_files([tmp_path / "s8.dcm"])
+    assert s.image.dtype == np.int16 and np.array_equal(s.image, ref)
+    assert s.meta["PixelRepresentation"] == 1 and s.meta["BitsStored"] == 8
 
 
 def _as_monochrome1(src, dst):
