@@ -1,11 +1,15 @@
 """parquet: one Apache Parquet table, a row per sample, raw pixels in a binary column.
 
 ``data.parquet`` has the columns ``key`` (string), ``label`` (int64), ``image``
-(large_binary: pixels in C order), ``height``, ``width``, ``channels`` (0 for
-2-D), ``dtype`` ("uint8" / "uint16"), ``boxes`` (list of 4-float lists,
-pascal_voc), ``box_labels`` (list<int64>) and ``meta`` (JSON string): the
-Petastorm / Hugging Face datasets layout, which pandas, polars, DuckDB and
-Spark read as it is.  pyarrow writes it ``row_group_size`` rows at a time.
+(large_binary: pixels in C order), ``depth`` (0 for a 2-D image, D for a
+``(D, H, W, C)`` volume), ``height``, ``width``, ``channels`` (0 for an
+``(H, W)`` image), ``dtype`` ("uint8", "uint16", "int16" or "float32"),
+``boxes`` (list of 4-float lists, pascal_voc; 6-float lists x_min, y_min,
+z_min, x_max, y_max, z_max in a dataset of volumes), ``box_labels``
+(list<int64>) and ``meta`` (JSON string): the Petastorm / Hugging Face
+datasets layout, which pandas, polars, DuckDB and Spark read as it is.
+pyarrow writes it ``row_group_size`` rows at a time.  Files written before
+volumes existed have no ``depth`` column and read as 2-D images.
 
 Pick it when the dataset also feeds analytics or lives in a data lake, or to
 scan the label columns alone.  Caveats: the row group is the unit of random
@@ -25,35 +29,52 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ._api import DatasetError, Format, Reader, _sample
+from ._api import _NO_BOXES, DatasetError, Format, Reader, _sample
 from ._bound import Bound, BoundInput, BoundRun, named
 from ._index import decode_meta, encode_meta
+from ._sample import DTYPE_NAMES, NO_BOXES_3D
 
 COMPRESSIONS = ("none", "snappy", "zstd")
-SCHEMA = pa.schema([
-    ("key", pa.string()), ("label", pa.int64()), ("image", pa.large_binary()),
-    ("height", pa.int32()), ("width", pa.int32()), ("channels", pa.int8()), ("dtype", pa.string()),
-    ("boxes", pa.list_(pa.list_(pa.float32(), 4))), ("box_labels", pa.list_(pa.int64())),
-    ("meta", pa.string())])
+_SHAPE = ("depth", "height", "width", "channels")
 
 
-def _table(rows: list) -> pa.Table:
+def _schema(box_width: int) -> pa.Schema:
+    return pa.schema([
+        ("key", pa.string()), ("label", pa.int64()), ("image", pa.large_binary()), ("depth", pa.int32()),
+        ("height", pa.int32()), ("width", pa.int32()), ("channels", pa.int8()), ("dtype", pa.string()),
+        ("boxes", pa.list_(pa.list_(pa.float32(), box_width))), ("box_labels", pa.list_(pa.int64())),
+        ("meta", pa.string())])
+
+
+SCHEMA = _schema(4)  #: of a dataset of 2-D images
+VOLUME_SCHEMA = _schema(6)  #: of a dataset of volumes: 6 coordinates per box
+#: What every data.parquet has; ``depth`` came with volumes (older files lack it: all 2-D).
+REQUIRED = tuple(n for n in SCHEMA.names if n != "depth")
+
+
+def _dhwc(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """(D, H, W, C) with D 0 for a 2-D image and C 0 for an (H, W) one."""
+    return shape if len(shape) == 4 else (0, *shape, *(0,) * (3 - len(shape)))
+
+
+def _table(rows: list, schema: pa.Schema) -> pa.Table:
     """One row group: the samples ``rows`` as columns, the pixels copied once."""
     imgs = [np.ascontiguousarray(s.image).reshape(-1).view(np.uint8) for s in rows]
     img_off = np.cumsum([0] + [a.size for a in imgs], dtype=np.int64)
     box_off = pa.array(np.cumsum([0] + [len(s.boxes) for s in rows], dtype=np.int32))
-    hwc = np.array([s.image.shape + (0,) * (3 - s.image.ndim) for s in rows]).T
+    dhwc = np.array([_dhwc(s.image.shape) for s in rows]).T
+    width = schema.field("boxes").type.value_type.list_size
     boxes = pa.array(np.concatenate([s.boxes for s in rows]).reshape(-1))
     return pa.table([
         pa.array([s.key for s in rows]), pa.array([s.label for s in rows], pa.int64()),
         pa.LargeBinaryArray.from_buffers(pa.large_binary(), len(rows), [
             None, pa.py_buffer(img_off), pa.py_buffer(np.concatenate(imgs))]),
-        *(pa.array(v, SCHEMA.field(k).type) for v, k in zip(hwc, ("height", "width", "channels"))),
+        *(pa.array(v, schema.field(k).type) for v, k in zip(dhwc, _SHAPE)),
         pa.array([s.image.dtype.name for s in rows]),
-        pa.ListArray.from_arrays(box_off, pa.FixedSizeListArray.from_arrays(boxes, 4)),
+        pa.ListArray.from_arrays(box_off, pa.FixedSizeListArray.from_arrays(boxes, width)),
         pa.ListArray.from_arrays(box_off, pa.array(np.concatenate([s.box_labels for s in rows]))),
         pa.array([encode_meta(s.meta).decode() for s in rows], pa.string()),
-    ], schema=SCHEMA)
+    ], schema=schema)
 
 
 class Parquet(Format):
@@ -83,38 +104,53 @@ class Parquet(Format):
         return {"pyarrow": pa.__version__}
 
     def _write(self, samples, root: Path):
+        rows = list(itertools.islice(samples, self.row_group_size))
+        # A dataset holds images or volumes (Format.write checks): the first sample decides the boxes' width.
+        schema = VOLUME_SCHEMA if rows and rows[0].image.ndim == 4 else SCHEMA
         # Dictionaries and min/max statistics of pixel blobs cost time and bytes for nothing.
-        with pq.ParquetWriter(root / "data.parquet", SCHEMA, compression=self.compression.upper(),
+        with pq.ParquetWriter(root / "data.parquet", schema, compression=self.compression.upper(),
                               use_dictionary=["dtype"], write_statistics=["key", "label"],
                               write_page_checksum=True) as w:
-            while rows := list(itertools.islice(samples, self.row_group_size)):
-                w.write_table(_table(rows), row_group_size=self.row_group_size)
+            while rows:
+                w.write_table(_table(rows, schema), row_group_size=self.row_group_size)
+                rows = list(itertools.islice(samples, self.row_group_size))
 
 
 class _Block:
     """A decoded row group (or record batch): Python lists, pixels as zero-copy views."""
 
     def __init__(self, t, path):
-        c = {k: t.column(k) for k in SCHEMA.names}
+        c = {k: t.column(k) for k in SCHEMA.names if k in t.column_names}
         c = {k: v.combine_chunks() if isinstance(v, pa.ChunkedArray) else v for k, v in c.items()}
         box = c["boxes"]
         self.off, self.data = _binary(c["image"])
         self.keys, self.label, self.meta = (c[k].to_pylist() for k in ("key", "label", "meta"))
-        self.dtype = [np.dtype(d) for d in c["dtype"].to_pylist()]
+        names = c["dtype"].to_pylist()
+        if not set(names) <= set(DTYPE_NAMES):
+            raise DatasetError(path, f"data.parquet: dtypes {sorted(set(names) - set(DTYPE_NAMES), key=str)} "
+                               "are no Sample's")
+        self.dtype = [np.dtype(d) for d in names]
         h, w, ch = (c[k].to_numpy().astype(np.int64) for k in ("height", "width", "channels"))
-        if (h * w * np.maximum(ch, 1) * [d.itemsize for d in self.dtype] != np.diff(self.off)).any():
+        d = c["depth"].to_numpy().astype(np.int64) if "depth" in c else np.zeros_like(h)
+        width = box.type.value_type.list_size  # 6 in a dataset of volumes
+        if (np.maximum(d, 1) * h * w * np.maximum(ch, 1) * [x.itemsize for x in self.dtype]
+                != np.diff(self.off)).any():
             raise DatasetError(path, "data.parquet: image sizes do not match their shapes")
-        self.shape = [(a, b, k) if k else (a, b) for a, b, k in np.stack([h, w, ch], 1).tolist()]
+        if len(d) and ((d > 0) != (width == 6)).any():
+            raise DatasetError(path, "data.parquet: the depth column does not match the boxes' width")
+        self.shape = [(a, b, e, k) if a else (b, e, k) if k else (b, e)
+                      for a, b, e, k in np.stack([d, h, w, ch], 1).tolist()]
         self.box_off = box.offsets.to_numpy().tolist()
-        self.boxes = box.values.flatten().to_numpy().reshape(-1, 4)
+        self.boxes = box.values.flatten().to_numpy().reshape(-1, width)
         self.box_labels = c["box_labels"].values.to_numpy()
+        self.no_boxes = NO_BOXES_3D if width == 6 else _NO_BOXES
 
     def sample(self, j: int, copy: bool = False):
         image = self.data[self.off[j]:self.off[j + 1]].view(self.dtype[j]).reshape(self.shape[j])
         image = image.copy() if copy else image  # a view pins the whole row group
         b0, b1 = self.box_off[j], self.box_off[j + 1]
         if b0 == b1:
-            return _sample(self.keys[j], image, self.label[j], meta=decode_meta(self.meta[j]))
+            return _sample(self.keys[j], image, self.label[j], self.no_boxes, meta=decode_meta(self.meta[j]))
         return _sample(self.keys[j], image, self.label[j], self.boxes[b0:b1],
                        self.box_labels[b0:b1], decode_meta(self.meta[j]))
 
@@ -128,9 +164,12 @@ class ParquetReader(Reader):
         except (OSError, pa.ArrowException) as err:
             raise DatasetError(self.path, f"data.parquet is missing or damaged: {err}") from err
         md = pf.metadata
-        if not set(SCHEMA.names) <= set(pf.schema_arrow.names) or md.num_rows != self._n:
+        if not set(REQUIRED) <= set(pf.schema_arrow.names) or md.num_rows != self._n:
             pf.close()
             raise DatasetError(self.path, "data.parquet lacks this dataset's columns or rows")
+        if pf.schema_arrow.field("boxes").type not in (SCHEMA.field("boxes").type, VOLUME_SCHEMA.field("boxes").type):
+            pf.close()
+            raise DatasetError(self.path, f"data.parquet: boxes column has type {pf.schema_arrow.field('boxes').type}")
         rows = [md.row_group(k).num_rows for k in range(md.num_row_groups)]
         self._starts, self._cached = np.cumsum([0] + rows).tolist(), (-1, None)
         return pf

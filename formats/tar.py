@@ -1,10 +1,12 @@
 """tar: WebDataset-compatible tar shards, streamed in order or read at random.
 
 ``shard-000000.tar``, ... hold ``shard_size`` samples each (fewer once past
-``shard_bytes``, if set).  Sample ``i`` is ``s{i:09d}.png`` (uint8, Pillow) or
-``.npy`` (uint16) plus ``s{i:09d}.json`` (key, label, boxes, box_labels, meta,
-shape): WebDataset groups members by the name up to the first dot, so the
-real key lives in the json.  ``index.npz`` holds each image's shard, offset
+``shard_bytes``, if set).  Sample ``i`` is ``s{i:09d}.png`` (a uint8 2-D
+image, Pillow) or ``.npy`` (everything else: uint16, int16 and float32
+images, and ``(D, H, W, C)`` volumes of any dtype, written by ``np.save``)
+plus ``s{i:09d}.json`` (key, label, boxes, box_labels, meta, shape):
+WebDataset groups members by the name up to the first dot, so the real key
+lives in the json.  ``index.npz`` holds each image's shard, offset
 and size, so ``r[i]`` is one ``os.pread`` and iteration reads each shard in
 4 MiB blocks cut at those offsets (tar headers are never parsed on read:
 WebDataset and ``tar`` read the same shards by name).
@@ -45,8 +47,13 @@ def _member(tf: tarfile.TarFile, name: str, data: bytes) -> int:
     return tf.offset - -(-len(data) // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
 
 
+def _ext(dtype: np.dtype, ndim: int) -> str:
+    """The member type of an image: PNG for uint8 2-D images, ``.npy`` for everything else."""
+    return "png" if dtype == np.uint8 and ndim < 4 else "npy"
+
+
 def _encode(img: np.ndarray) -> tuple[str, bytes]:
-    if img.dtype == np.uint8:
+    if _ext(img.dtype, img.ndim) == "png":
         return "png", png.encode(img)
     out = io.BytesIO()
     np.save(out, img, allow_pickle=False)
@@ -66,7 +73,7 @@ def _decode(buf, ext: str) -> np.ndarray:
 
 class Tar(Format):
     name = "tar"
-    image_codec = "png"  # of uint8 images; uint16 ones are .npy
+    image_codec = "png"  # of uint8 2-D images; the others are .npy
     libraries = ("pillow", "webdataset")  # webdataset: the reader these shards are compatible with
     bench_variants = ({}, {"shard_size": 100})
 
@@ -76,8 +83,8 @@ class Tar(Format):
 
     @property
     def max_image_pixels(self) -> int | None:  # type: ignore[override]  # a property where the base has a plain attribute
-        """Pillow's limit (:func:`storebench.formats.png.max_pixels`), for every image: uint16 ones,
-        stored as .npy, are held to it too, so that one limit describes the format."""
+        """Pillow's limit (:func:`storebench.formats.png.max_pixels`), for every image: those
+        stored as .npy are held to it too, so that one limit describes the format."""
         return png.max_pixels()
 
     def __init__(self, shard_size: int = 1000, shard_bytes: int | None = None):
@@ -128,7 +135,9 @@ class TarReader(Reader):
     def _pixels(self, i: int, buf: bytes, ext: str) -> np.ndarray:
         img = _decode(buf, ext)
         shape = self._index.image_shape[i]
-        if img.shape[:2] != shape[:2] or img.dtype != self._index.image_dtype[i]:
+        # A one-channel PNG decodes as (H, W): the index has the exact shape.
+        if img.shape[:2] != shape[:2] or img.dtype != self._index.image_dtype[i] or \
+                (ext == "npy" and img.shape != shape):
             raise ValueError(f"it decodes to {img.dtype} {img.shape}, expected {shape}")
         return img.reshape(shape)
 
@@ -149,7 +158,7 @@ class TarReader(Reader):
 
     def _decode(self, i: int, k: int, buf) -> Sample:
         try:
-            ext = "png" if self._index.image_dtype[i] == np.uint8 else "npy"
+            ext = _ext(self._index.image_dtype[i], len(self._index.image_shape[i]))
             return self._index.sample(i, self._pixels(i, buf, ext))
         except (OSError, ValueError, EOFError) as err:
             raise DatasetError(self.path, f"shard-{k:06d}.tar member s{i:09d} is damaged: {err}") from err
@@ -210,7 +219,7 @@ def bare_tarfile(c: BoundInput) -> BoundRun:
     path = c.store("bare.tar", make)
     tf = tarfile.open(path)
     members = tf.getmembers()  # parsed once, outside the timed loop
-    spec = [(a[1].dtype, a[1].shape, "png" if a[1].dtype == np.uint8 else "npy") for a in pool.args]
+    spec = [(a[1].dtype, a[1].shape, _ext(a[1].dtype, a[1].ndim)) for a in pool.args]
 
     def image(i):
         dt, sh, ext = spec[i]

@@ -1,9 +1,11 @@
 """tfrecord: TensorFlow's record file of ``tf.train.Example`` protos, without TensorFlow.
 
 ``data.tfrecord`` holds one Example per sample with the features ``key``
-(bytes), ``label`` (int), ``image`` (raw pixels, C order), ``shape`` (2 or 3
-ints), ``dtype`` (bytes), ``boxes`` (floats, 4 per box), ``box_labels``
-(ints) and ``meta`` (JSON bytes), written by the ``tfrecord`` package and
+(bytes), ``label`` (int), ``image`` (raw pixels, C order), ``shape`` (the
+image's shape: 2 or 3 ints, or 4 for a ``(D, H, W, C)`` volume), ``dtype``
+(bytes: ``uint8``, ``uint16``, ``int16`` or ``float32``), ``boxes`` (floats,
+4 per box, 6 for a volume), ``box_labels`` (ints) and ``meta`` (JSON bytes),
+written by the ``tfrecord`` package and
 parsed with its ``example_pb2``.  ``data.tfindex`` is that package's index
 ("offset length" per record, written during the write), so its readers and
 PyTorch dataset use the files as they are; ``keys.json`` serves ``get``.
@@ -41,6 +43,7 @@ from tfrecord.writer import TFRecordWriter
 from ._api import _NO_BOXES, _NO_LABELS, DatasetError, Format, Reader, _sample
 from ._bound import Bound, BoundInput, BoundRun
 from ._index import DTYPES, decode_meta, encode_meta
+from ._sample import NO_BOXES_3D
 
 BLOCK = 8 << 20  # bytes per read while scanning
 _DTYPE = {d.name.encode(): d for d in DTYPES}
@@ -114,14 +117,19 @@ class TFRecordReader(Reader):
             ex.ParseFromString(body)
             f = ex.features.feature
             shape = tuple(f["shape"].int64_list.value)
+            if len(shape) not in (2, 3, 4):
+                raise ValueError(f"shape {shape} is no image's")
             dtype = _DTYPE[f["dtype"].bytes_list.value[0]]
             image = np.frombuffer(f["image"].bytes_list.value[0], dtype).reshape(shape)
             boxes = f["boxes"].float_list.value
+            volume = len(shape) == 4  # a volume's boxes have 6 coordinates (two 3-D corners), an image's 4
             if boxes:
-                boxes = np.array(boxes, np.float32).reshape(-1, 4)
+                boxes = np.array(boxes, np.float32).reshape(-1, 6 if volume else 4)
                 box_labels = np.array(f["box_labels"].int64_list.value, np.int64)
+                if len(box_labels) != len(boxes):
+                    raise ValueError(f"{len(box_labels)} box labels for {len(boxes)} boxes")
             else:
-                boxes, box_labels = _NO_BOXES, _NO_LABELS
+                boxes, box_labels = (NO_BOXES_3D if volume else _NO_BOXES), _NO_LABELS
             return _sample(f["key"].bytes_list.value[0].decode("utf-8", "surrogatepass"),
                            image, f["label"].int64_list.value[0], boxes, box_labels,
                            decode_meta(f["meta"].bytes_list.value[0]))

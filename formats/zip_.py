@@ -12,9 +12,10 @@ as images only.
 
 Pick it when a dataset must be one file (copying 100k small files to a
 cluster node is slow) yet stay readable by standard tools, with random access
-through the zip central directory.  Caveats: PNG holds uint8 with 0-4
-channels and uint16 without channels or with one, so ``encoding="png"``
-refuses uint16 RGB with a ``ValueError`` (use ``"raw"``); opening parses the
+through the zip central directory.  Caveats: PNG holds 2-D uint8 images with
+0-4 channels and uint16 ones without channels or with one, so
+``encoding="png"`` refuses uint16 RGB, int16, float32 and volumes with a
+``ValueError`` (use ``"raw"``, which stores every Sample); opening parses the
 whole central directory in Python (0.5-2 s per 100k members); each process opens
 its own handle lazily: a ZipFile shared across forked workers interleaves
 seeks on one file offset and returns garbage.
@@ -31,8 +32,8 @@ from pathlib import Path
 import PIL
 
 from . import _record, png
-from ._api import ALL_MODES, DatasetError, Format, Reader
-from ._bound import Bound, BoundInput, BoundRun, named
+from ._api import ALL_MODES, DatasetError, Format, Reader, describe_modes
+from ._bound import Bound, BoundInput, BoundRun, NoBound, named
 from ._index import Index, IndexWriter
 
 _COMPRESSION = {"stored": zipfile.ZIP_STORED, "deflate": zipfile.ZIP_DEFLATED}
@@ -48,7 +49,7 @@ def safe_member(name: str) -> bool:
 
 class Zip(Format):
     name = "zip"
-    modes = png.MODES  # of the default encoding; an instance with encoding="raw" takes all
+    modes: frozenset = png.MODES  # of the default encoding; an instance with encoding="raw" takes all
     libraries = ("pillow",)
     bench_variants = ({}, {"encoding": "raw"}, {"compression": "deflate", "encoding": "raw"})
 
@@ -151,6 +152,8 @@ def bare_zipfile(c: BoundInput, compression: str, encoding: str) -> BoundRun:
     """``ZipFile.read`` of a member + decode (PNG) or ``np.frombuffer`` (raw) + Sample,
     on an archive of the pool's images."""
     pool, ext, ctype = c.pool, _EXT[encoding], _COMPRESSION[compression]
+    if encoding == "png" and (refused := {pool.sample(i, a[1]).mode for i, a in enumerate(pool.args)} - png.MODES):
+        raise NoBound(f"PNG members cannot hold {describe_modes(refused)}")
 
     def make(tmp: Path):
         with zipfile.ZipFile(tmp, "w", ctype, allowZip64=True) as zf:
