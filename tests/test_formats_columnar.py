@@ -1,6 +1,7 @@
 """Checks specific to zarr, parquet and tfrecord beyond the shared conformance suite.
 
-zarr: a plain zarr v3 group, codecs that really compress, chunk options, deleted chunks.
+zarr: a plain zarr v3 group, codecs that really compress, chunk options, deleted chunks (the flat
+layout; per-sample arrays and the tensorstore engine are in test_formats_zarr.py).
 parquet: the table other tools see, r[i] reads one row group, scans stay small.
 tfrecord: the ``tfrecord`` package reads our files and index, r[i] reads one record.
 """
@@ -108,7 +109,8 @@ def test_zarr_deleted_chunk_reads_as_zeros_and_verify_catches_it(tmp_path):
             r.verify()  # counts the files too
 
 
-@pytest.mark.parametrize("opts", [{"codec": "lz4"}, {"chunk_kib": 0}])
+@pytest.mark.parametrize("opts", [{"codec": "lz4"}, {"chunk_kib": 0}, {"chunks": 0}, {"chunks": True},
+                                  {"chunks": "64"}, {"chunk_kib": 16, "chunks": 64}, {"engine": "ts"}])
 def test_zarr_bad_options(opts):
     with pytest.raises(ValueError, match=next(iter(opts))):
         formats.get("zarr", **opts)
