@@ -16,6 +16,8 @@ DEFAULT_DATA_DIR = ".storebench-data"
 CACHE_STATES = ("warm", "cold")
 SMOKE_SIZE = 10
 SMOKE_BATCH = 4  # several batches of a tiny dataset, so every worker gets work
+#: Patch shapes of the patch rows and the random-patch workload: 2-D images, volumes.
+DEFAULT_PATCH = ((224, 224), (64, 64, 64))
 
 
 @dataclass(frozen=True)
@@ -40,12 +42,18 @@ class BenchOptions:
     seed: int = 0
     folds: int = 5
     epochs: int = 3
+    patch: tuple[tuple[int, ...], tuple[int, ...]] = DEFAULT_PATCH
     smoke: bool = False
 
     def to_json(self) -> dict:
         d = asdict(self)
         d["data_dir"] = str(self.data_dir)
+        d["patch"] = format_patch(self.patch)  # as --patch takes it
         return d
+
+    def patch_for(self, spatial_rank: int) -> tuple[int, ...]:
+        """The patch shape of an image with ``spatial_rank`` sides (2 or 3)."""
+        return self.patch[1] if spatial_rank == 3 else self.patch[0]
 
 
 def _items(text: str, what: str) -> list[str]:
@@ -91,16 +99,68 @@ def parse_cache(text: str) -> tuple[str, ...]:
 
 
 def parse_presets(text: str) -> tuple[str, ...]:
-    """Bundled presets by name, or your own data as ``folder:PATH`` / ``cifar10:PATH``."""
-    from storebench.fixtures import PRESETS
+    """Bundled presets by name, with size options (``ct[side=512,slices=300]``, canonical form
+    kept), or your own data as ``folder:PATH`` / ``cifar10:PATH``."""
+    from storebench.fixtures import PRESETS, preset_id
     from storebench.fixtures.folder import USER_PRESETS, is_user_preset
 
-    got = _items(text, "--preset")
-    bad = [t for t in got if t not in PRESETS and not is_user_preset(t)]
+    out, bad = [], []
+    for t in _items(text, "--preset"):
+        if is_user_preset(t):
+            out.append(t)
+            continue
+        try:
+            out.append(preset_id(t))
+        except ValueError as err:
+            if t.split("[", 1)[0] in PRESETS:
+                raise ValueError(f"--preset: {err}") from None
+            bad.append(t)
     if bad:
         raise ValueError(f"--preset: unknown {', '.join(map(repr, bad))}; choose from "
-                         f"{', '.join(PRESETS)}, {', '.join(k + ':PATH' for k in USER_PRESETS)}")
-    return tuple(got)
+                         f"{', '.join(PRESETS)} (sizes as options: ct[side=512,slices=300]), "
+                         f"{', '.join(k + ':PATH' for k in USER_PRESETS)}")
+    return tuple(dict.fromkeys(out))
+
+
+def parse_patch(text: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """``--patch``: ``(2-D patch shape, volume patch shape)``.
+
+    ``224`` is 224x224 for images and 224^3 for volumes; ``224,64`` is
+    224x224 for images and 64^3 for volumes; explicit shapes ``HxW`` and
+    ``DxHxW`` set their kind (``512x256,32x128x128``, or ``32x128x128``
+    alone, keeping the 2-D default).  The defaults are 224x224 and 64^3.
+    """
+    image: tuple[int, ...] | None = None
+    volume: tuple[int, ...] | None = None
+    bare: list[int] = []
+    for item in _items(text, "--patch"):
+        if "x" not in item.lower():
+            bare.append(parse_int(item, "--patch", minimum=1))
+            continue
+        shape = tuple(parse_int(t, "--patch", minimum=1) for t in item.lower().split("x"))
+        if len(shape) not in (2, 3):
+            raise ValueError(f"--patch: {item!r} is neither HxW (images) nor DxHxW (volumes)")
+        if (image if len(shape) == 2 else volume) is not None:
+            raise ValueError(f"--patch: two {'2-D' if len(shape) == 2 else 'volume'} patch shapes in {text!r}")
+        if len(shape) == 2:
+            image = shape
+        else:
+            volume = shape
+    if len(bare) > 2 or (len(bare) == 2 and (image or volume)):
+        raise ValueError(f"--patch: expected a side, 2-D side,volume side, or HxW / DxHxW shapes, got {text!r}")
+    if len(bare) == 2:
+        image, volume = (bare[0],) * 2, (bare[1],) * 3
+    elif bare:
+        image = image or (bare[0],) * 2
+        volume = volume or (bare[0],) * 3
+    return image or DEFAULT_PATCH[0], volume or DEFAULT_PATCH[1]
+
+
+def format_patch(patch: tuple[tuple[int, ...], tuple[int, ...]]) -> str:
+    """``((224, 224), (64, 64, 64))`` -> ``"224,64"``; other shapes as ``HxW,DxHxW``."""
+    if all(len(set(s)) == 1 for s in patch):
+        return f"{patch[0][0]},{patch[1][0]}"
+    return ",".join("x".join(map(str, s)) for s in patch)
 
 
 def _count(text: str) -> int:
@@ -132,11 +192,12 @@ def add_options(parser) -> None:
                 help="formats to benchmark, by name (every variant) or id, e.g. npy,lmdb,hdf5[lzf] "
                      "(default: every available format)")
     g.addoption("--preset", default="cifar", metavar="PRESET,...",
-                help="fixtures preset(s) to benchmark (default cifar), or your own images: "
+                help="fixtures preset(s) to benchmark (default cifar), sizes as options "
+                     "(ct[side=512,slices=300], xray[side=2048-3000]), or your own images: "
                      "folder:PATH (class subfolders of png/jpg/dcm) or cifar10:PATH (the python batches)")
-    g.addoption("--cache", default="warm", choices=("warm", "cold", "both"),
-                help="page-cache state of read benchmarks (default warm); cold evicts the "
-                     "dataset's files before every round and checks that it did")
+    g.addoption("--cache", default="warm", metavar="warm|cold|both",
+                help="page-cache state(s) of read benchmarks, e.g. cold or cold,warm (default warm); "
+                     "cold evicts the dataset's files before every round and checks that it did")
     g.addoption("--rounds", default="3", metavar="R", help="timed rounds per benchmark (default 3)")
     g.addoption("--data-dir", default=None, metavar="DIR",
                 help=f"where generated datasets are cached (default {DEFAULT_DATA_DIR}/ in the rootdir)")
@@ -153,6 +214,10 @@ def add_options(parser) -> None:
                 help="cross-validation folds in the preprocess rows' total time (default 5)")
     g.addoption("--epochs", default=3, type=_count, metavar="E",
                 help="epochs per fold in the preprocess rows' total time (default 3)")
+    g.addoption("--patch", default="224,64", metavar="SIDE[,SIDE]",
+                help="patch shape of the patch rows and the random-patch workload: 224 is 224x224 for "
+                     "images and 224^3 for volumes, 224,64 is 224x224 and 64^3 (the default), HxW and "
+                     "DxHxW give shapes; a patch is clipped to the image")
 
 
 def benchmarks_disabled(config) -> bool:
@@ -189,12 +254,13 @@ def from_config(config) -> BenchOptions:
         seed=parse_int(opt("seed"), "--seed"),
         folds=opt("folds"),
         epochs=opt("epochs"),
+        patch=parse_patch(opt("patch")),
         smoke=smoke,
     )
 
 
 def workload_sizes(config, opts: BenchOptions) -> tuple[int, ...]:
-    """The sizes of the workload and distributed rows: ``--sizes`` if given, else the smallest default.
+    """The sizes of the workload, distributed and patch rows: ``--sizes`` if given, else the smallest default.
 
     A workload costs milliseconds per sample, so the default n=1000 would
     make these rows alone outlast the whole default sweep (10 minutes).

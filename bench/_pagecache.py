@@ -7,7 +7,9 @@ their pages are still cached with ``mincore`` on a fresh read-only mapping
 puts the two together around benchmark rounds: a cold round starts, reader
 already open, with the files evicted (checked) and must leave more of them
 cached than it found (checked), otherwise it read nothing from disk and its
-time is not a cold result.
+time is not a cold result; the pages it brought in are kept per round
+(``CacheState.gained``).  :func:`read_bytes` is this process's count of bytes
+read from storage (``/proc/self/io``), for what a round really read.
 
 Caveats: the kernel will not drop dirty pages or pages another process has
 mapped (a persistent DataLoader worker's memory map), and directory entries
@@ -53,6 +55,24 @@ class EvictionError(RuntimeError):
 
 class ColdRoundError(RuntimeError):
     """A cold round read nothing from disk, so its time measured the page cache."""
+
+
+def read_bytes() -> int | None:
+    """Bytes this process has caused to be read from storage so far, or None where unknown.
+
+    ``read_bytes`` of ``/proc/self/io`` (Linux): page-cache misses of
+    ``read()`` and of memory-map faults, readahead included, summed over every
+    thread of the process (libraries that decompress in threads count too),
+    not over child processes.  Pages already cached cost nothing here.
+    """
+    try:
+        with open("/proc/self/io", "rb") as f:
+            for line in f:
+                if line.startswith(b"read_bytes:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def unsupported() -> str | None:
@@ -162,6 +182,7 @@ class CacheState:
         self.mode, self.files = mode, list(files)
         self._baseline: int | None = None
         self.rounds = 0
+        self.gained: list[int] = []  # cold: pages each round brought into the page cache
 
     @property
     def cold(self) -> bool:
@@ -185,6 +206,7 @@ class CacheState:
             return
         now, total = residency(self.files)
         base, self._baseline = self._baseline, None
+        self.gained.append(now - base)
         if now <= base:
             raise ColdRoundError(
                 f"a cold round read nothing from disk: {now} of {total} pages cached after it, "

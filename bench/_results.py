@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 #: Distributions the benchmark itself uses, whose versions go into machine_info when installed;
 #: each format adds the ones it declares (``Format.libraries``).
@@ -45,11 +45,17 @@ class Results:
         return row
 
     def summary_lines(self) -> list[str]:
-        """A table of rates and efficiencies for the terminal."""
+        """A table of rates and efficiencies for the terminal.
+
+        Rates are images/s, but opens/s for open rows and patches/s for patch
+        rows (and the patch bound), said after the note; a cold patch row adds
+        its read amplification.
+        """
         timed = [r for r in self.rows if r.rate]
         if not timed:
             return []
-        order = {op: i for i, op in enumerate(("write", "open", "scan", "random", "batch", "loader", "bound"))}
+        ops = ("write", "open", "scan", "random", "batch", "patch", "loader", "bound")
+        order = {op: i for i, op in enumerate(ops)}
         timed.sort(key=lambda r: (order.get(r.op if r.fmt_id else "bound", 9), r.op, r.preset, r.n,
                                   r.cache or "", -cast(float, r.rate)))
         w = max(len(r.name) for r in timed)
@@ -58,12 +64,15 @@ class Results:
             group = r.op if r.fmt_id else "bound"
             mbs = r.extra_info.get("MB/s")
             eff = r.extra_info.get("efficiency")
-            note = f"{eff:6.1%} of {r.extra_info['bound']}" if eff is not None else ""
+            notes = [f"{eff:6.1%} of {r.extra_info['bound']}"] if eff is not None else []
             if "vs_gather" in r.extra_info:
-                note += f", {r.extra_info['vs_gather']:.1%} of gather"
-            unit = "opens/s" if r.op == "open" and r.fmt_id else ""
+                notes.append(f"{r.extra_info['vs_gather']:.1%} of gather")
+            if r.extra_info.get("amplification") is not None:
+                notes.append(f"reads {r.extra_info['amplification']:.3g}x the patch")
+            unit = {"open": "opens/s", "patch": "patches/s"}.get(r.op, "") if r.fmt_id or r.op == "patch" else ""
+            note = ", ".join(notes)
             lines.append(f"{group:7} {r.name:{w}} {r.rate:12,.0f} {mbs if mbs is not None else '':>9}  "
-                         f"{note}{unit}")
+                         f"{note}{' ' if note and unit else ''}{f'({unit})' if unit else ''}")
         return lines
 
 
@@ -139,9 +148,68 @@ def storebench_version(root: Path) -> dict:
     return out
 
 
-def peak_rss_bytes() -> int:
-    """This process's peak resident set size so far."""
+def _status_kb(field: bytes) -> int | None:
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(field + b":"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+_peak_before_resets = 0  # the process's peak RSS before the latest reset_peak_rss
+_trim: Any = None  # glibc's malloc_trim, False where there is none
+
+
+def _malloc_trim() -> None:
+    """Give the heap's free pages back to the kernel (glibc ``malloc_trim``; nothing elsewhere)."""
+    global _trim
+    if _trim is None:
+        try:
+            import ctypes
+
+            _trim = ctypes.CDLL(None).malloc_trim
+        except (OSError, AttributeError):
+            _trim = False
+    if _trim:
+        _trim(0)
+
+
+def reset_peak_rss() -> int | None:
+    """Reset this process's peak RSS to its current RSS; return that RSS, or None where unsupported.
+
+    Linux 4.0+: writing ``5`` to ``/proc/self/clear_refs`` resets ``VmHWM``
+    (and ``ru_maxrss``), so :func:`peak_rss` afterwards is the peak since
+    this call; :func:`peak_rss_bytes` still reports the whole process's.
+    The heap's free pages are returned to the kernel first (glibc's
+    ``malloc_trim``), so that what a round allocates shows in its peak even
+    where the allocator reuses memory freed before it.
+    """
+    global _peak_before_resets
+    _peak_before_resets = max(_peak_before_resets, peak_rss() or 0, _ru_maxrss())
+    _malloc_trim()  # else memory freed before a round is reused in it without adding to RSS
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return None
+    return _status_kb(b"VmRSS")
+
+
+def peak_rss() -> int | None:
+    """This process's peak RSS (``VmHWM``) in bytes since it started or the last :func:`reset_peak_rss`."""
+    return _status_kb(b"VmHWM")
+
+
+def _ru_maxrss() -> int:
     import resource
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set size so far (across :func:`reset_peak_rss` calls)."""
+    return max(_ru_maxrss(), _peak_before_resets)

@@ -9,8 +9,9 @@ evicted (cold), none of it timed.  After the rounds it writes the row's
 Efficiency: a scan, random, batch or loader row, warm or cold, also times its
 bound (and, for batch and loader, the gather) once per round, just before its
 own round, outside the benchmark's timer; a loader epoch is compared with the
-bound's batch loop (``bound_op`` in extra_info).  ``efficiency`` is the row's
-images/s over its bound's, each from its fastest round, so both rates come
+bound's batch loop (``bound_op`` in extra_info); a patch row is compared with
+patches copied out of in-memory images (``patch-gather``).  ``efficiency`` is
+the row's images/s over its bound's, each from its fastest round, so both rates come
 from the same minute of machine load; the bound rows of group ``bound`` show
 the same loops alone.  Bounds always read warm: a cold row's efficiency is
 what the disk costs.  Write and open rows have no bound.
@@ -23,7 +24,7 @@ from typing import Any
 
 from ._bounds import GATHER, Bound, BoundRun, NoBound, open_bound
 from ._data import Dataset, Unsupported, jsonable, np_order
-from ._ops import OPS
+from ._ops import OPS, RoundMeter
 from ._pagecache import CacheState
 from ._results import Row
 
@@ -63,6 +64,7 @@ class Runner:
         self.rounds = session.opts.rounds
         self.paired: dict[str, list[float]] = {}  # bound name -> its round times
         self.bound_op: str | None = None  # the bound's op, when it differs from the row's
+        self.gained: list[int] = []  # pages each cold round of reads() brought into the page cache
         # test_scan -> group "scan", test_bound -> "bound": one group per operation.
         benchmark.group = request.node.originalname.removeprefix("test_")
 
@@ -105,7 +107,7 @@ class Runner:
 
     def reads(self, target: Callable, *, files, cache: str, open_round: Callable[[], tuple],
               close_round: Callable[[tuple], None] = lambda args: None,
-              bounds: Sequence[BoundRun] = ()) -> Any:
+              bounds: Sequence[BoundRun] = (), meter: RoundMeter | None = None) -> Any:
         """Time ``target(*open_round())`` under ``cache``, with ``bounds`` interleaved.
 
         Warm: the files are read once, and one ``open_round()`` serves every
@@ -113,12 +115,18 @@ class Runner:
         (unmapping what it mapped), the files evicted, ``open_round()`` called
         afresh and the files evicted again (verified); each round must read
         pages back from disk.  Each bound runs once before each round, timed here.
+        ``meter`` (if given) starts right before each round and stops right
+        after it, outside the timer; ``self.gained`` holds the pages each cold
+        round brought into the page cache.
         """
         state = CacheState(cache, files)
         state.start()
         slot = _Slot()
+        self.gained = state.gained
 
         def setup():
+            if meter is not None:
+                meter.stop()  # the last round's figures, before anything else runs
             if slot.args is not None and state.cold:
                 state.done()
                 close_round(slot.args)
@@ -131,10 +139,14 @@ class Runner:
                 state.before_open()
                 slot.args = open_round()
             state.ready()
+            if meter is not None:
+                meter.start()
             return (slot,), {}
 
         try:
             result = self.pedantic(lambda s: target(*s.args), setup)
+            if meter is not None:
+                meter.stop()
             state.done()
         finally:
             if slot.args is not None:
@@ -173,7 +185,7 @@ class Runner:
                 if name == "gather" and name != bound:
                     extra["vs_gather"] = ratio
                 else:
-                    extra.update({"bound": name, "bound_images/s": round(n / min(times), 1),
+                    extra.update({"bound": name, f"bound_{rate_key}": round(n / min(times), 1),
                                   "efficiency": ratio})
                     if self.bound_op not in (None, op):
                         extra["bound_op"] = self.bound_op

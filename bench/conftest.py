@@ -2,10 +2,12 @@
 
 A test asks for the axes it varies by argument name, and this hook
 parametrizes them from the command line: ``fmt_id`` (every available
-format and bench variant, by id), ``preset``, ``n``, ``cache``, ``loader``
-(workers, start method, persistent workers) and ``bound, op``; a read
-benchmark takes ``case`` (:class:`bench._case.Case`), which carries format,
-preset, n, cache state and dataset.  Nothing here names a format.
+format and bench variant, by id), ``preset``, ``n``, ``patch_n`` (the sizes
+of the patch rows: ``--sizes`` if given, else the smallest default),
+``cache``, ``loader`` (workers, start method, persistent workers) and
+``bound, op``; a read benchmark takes ``case`` (:class:`bench._case.Case`),
+which carries format, preset, n, cache state and dataset.  Nothing here
+names a format.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import pytest
 
 from bench import _session
 from bench._case import Case
+from bench._options import workload_sizes
 from bench._pagecache import unsupported as cold_unsupported
 from bench._params import bound_params, loader_specs
 from bench._run import Runner
@@ -29,6 +32,9 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("preset", opts.presets)
     if "n" in names:
         metafunc.parametrize("n", opts.sizes, ids=[f"n{n}" for n in opts.sizes])
+    if "patch_n" in names:
+        sizes = workload_sizes(metafunc.config, opts)
+        metafunc.parametrize("patch_n", sizes, ids=[f"n{n}" for n in sizes])
     if "cache" in names:
         metafunc.parametrize("cache", opts.cache, indirect=True)
     if "loader" in names:

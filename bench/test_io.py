@@ -1,4 +1,4 @@
-"""Write, open, scan, random and batch benchmarks of every registered format.
+"""Write, open, scan, random and batch benchmarks of every registered format (patches: test_patch).
 
 Ids read ``test_scan[hdf5[gzip,level=4]-cifar-n1000-warm]``: format id, preset,
 size, page-cache state.  Datasets come from the on-disk cache (built on first
@@ -11,21 +11,11 @@ import shutil
 
 import pytest
 
+from bench._case import require_random_access
 from bench._data import Unsupported, np_order, source_kind, write_source
 from bench._ops import batch_reads, random_reads, scan
 from bench._pagecache import prewarm
 from bench._run import format_info
-
-#: Above this size a format without random access (``r[i]`` decodes a whole
-#: chunk or row group, many samples) skips the random and batch benchmarks: a
-#: shuffled pass would decode each chunk about once per sample in it.
-SEQUENTIAL_LIMIT = 10_000
-
-
-def _random_access(fmt, n):
-    if not fmt.random_access and n > SEQUENTIAL_LIMIT:
-        pytest.skip(f"{fmt.id} has no random access: r[i] decodes a whole chunk or row group, "
-                    f"so a shuffled pass over n={n} decodes each one once per sample in it")
 
 
 def test_write(runner, session, fmt, source, preset, n):
@@ -83,7 +73,7 @@ def _keys(ds):
 
 
 def test_random(runner, session, case):
-    _random_access(case.fmt, case.n)
+    require_random_access(case.fmt, case.n)
     order = np_order(case.n, session.opts.seed).tolist()
     count, last = case.reads(runner, lambda r: random_reads(r, order), "random")
     assert count == case.n and last == _keys(case.dataset)[order[-1]]
@@ -91,7 +81,7 @@ def test_random(runner, session, case):
 
 
 def test_batch(runner, session, case):
-    _random_access(case.fmt, case.n)
+    require_random_access(case.fmt, case.n)
     order, size = np_order(case.n, session.opts.seed), session.opts.batch_size
     count, last = case.reads(runner, lambda r: batch_reads(r, order, size), "batch")
     assert count == case.n and last == _keys(case.dataset)[order[-1]]

@@ -5,7 +5,9 @@ Groups (ids read ``test_workload[npy-cifar-n1000-classify-aug-w2]``):
 * ``workload``: one shuffled epoch per workload of :mod:`storebench.workloads`
   across the worker sweep; extra_info holds where one process's time per
   sample goes (``split_read_us``, ``split_decode_us``, ``split_transform_us``,
-  see :func:`storebench.workloads.time_split`).
+  see :func:`storebench.workloads.time_split`).  ``random-patch`` rows are
+  patch training: each item one random ``--patch`` region of its sample, read
+  with ``read_regions`` per batch, boxes clipped to it.
 * ``preprocess``: ben-preprocess (then classify-aug) and dicom-display (then
   detect-aug) run ``per-epoch`` on every read, or ``once`` into a
   preprocessed copy in the same format; extra_info has the epoch time, the
@@ -37,6 +39,7 @@ pytest.importorskip("cv2", reason="the workloads need opencv-python-headless")
 
 from bench._data import np_order  # noqa: E402
 from bench._loader import quiet_workers  # noqa: E402
+from bench._ops import PatchPlan, source_images  # noqa: E402
 from bench._options import workload_sizes  # noqa: E402
 from bench._params import LoaderSpec  # noqa: E402
 from bench._run import format_info  # noqa: E402
@@ -102,9 +105,13 @@ def wfmt(session, wfmt_id):
     return session.format(wfmt_id)
 
 
-def _workload(name: str, seed: int):
+def _workload(name: str, seed: int, session=None):
+    """The workload ``name``; random-patch takes its patch shapes from ``--patch``."""
+    opts = {}
+    if name == "random-patch" and session is not None:
+        opts = {"size": session.opts.patch[0], "volume_size": session.opts.patch[1]}
     try:
-        return get_workload(name, seed=seed)
+        return get_workload(name, seed=seed, **opts)
     except ImportError as err:
         pytest.skip(str(err))
 
@@ -123,11 +130,19 @@ def _spec(session, workers: int) -> LoaderSpec:
     return LoaderSpec(workers, session.opts.mp_contexts[0] if workers else None, workers > 0)
 
 
-def _check_batch(batch, kind: str | None) -> None:
-    """What a model would get: CHW float images with boxes inside them; preprocessed sizes."""
+def _check_batch(batch, kind: str | None, patch: tuple | None = None) -> None:
+    """What a model would get: CHW float images with boxes inside them; preprocessed sizes;
+    random-patch: channel-first float patches of the ``patch`` shape, boxes inside them."""
     img = batch["image"]
     if kind in ("classify-aug", "detect-aug"):
         assert img.dtype == torch.float32 and img.shape[1:] == (3, 224, 224), (img.dtype, img.shape)
+    elif kind == "random-patch":
+        assert patch is not None
+        want = patch[1] if img.ndim == 5 else patch[0]
+        assert img.dtype == torch.float32 and tuple(img.shape[2:]) == tuple(want), (img.dtype, img.shape)
+        for boxes in batch.get("boxes", []):
+            size = torch.tensor(list(reversed(want)) * 2, dtype=boxes.dtype)
+            assert bool((boxes >= 0).all()) and bool((boxes <= size).all()), boxes
     elif kind == "ben-preprocess":
         assert img.dtype == torch.uint8 and img.shape[1:3] == (256, 256), (img.dtype, img.shape)
     elif kind == "dicom-display":
@@ -147,7 +162,7 @@ def _epochs(session, data, workers, check: str | None, *, pin=False, to_cuda=Fal
             for batch in dl:
                 if to_cuda:
                     batch["image"].to("cuda", non_blocking=True)
-                _check_batch(batch, check)
+                _check_batch(batch, check, session.opts.patch)
                 keys += batch["key"]
         if to_cuda:
             torch.cuda.synchronize()
@@ -173,15 +188,20 @@ def _run_epochs(runner, session, ds, reader, workload, workers, check, **kw):
 def test_workload(runner, session, wfmt, preset_, size, workload, workers):
     preset, n = preset_, size
     ds = session.dataset_or_skip(wfmt, preset, n)
-    wl = _workload(workload, session.opts.seed)
+    wl = _workload(workload, session.opts.seed, session)
     with ds.open() as r:
         split = time_split(r, wl, np_order(n, session.opts.seed)[:SPLIT_SAMPLES])
     _run_epochs(runner, session, ds, ds.open(), wl, workers, workload)
     info = format_info(wfmt, preset, n, cache="warm", ds=ds, loader=_spec(session, workers),
                        batch_size=session.opts.batch_size)
     info.update(workload=workload, workload_options=repr(wl.options), **split)
+    raw = ds.raw_bytes
+    if workload == "random-patch":  # MB/s of patch pixels (their sizes do not depend on where they are)
+        plan = PatchPlan.of(source_images(ds.source), session.opts.patch_for, session.opts.seed, range(n))
+        raw = plan.patch_bytes
+        info.update(plan.info(), partial_reads=bool(wfmt.partial_reads), read_api="read_regions")
     runner.record(op="workload", preset=preset, n=n, cache="warm", info=info, items=n,
-                  raw_bytes=ds.raw_bytes, fmt_id=wfmt.id)
+                  raw_bytes=raw, fmt_id=wfmt.id)
 
 
 class _Scratch:

@@ -25,7 +25,10 @@ NOTE = ("Rates are medians over the timed rounds (n images / median round time);
         "the interquartile range of that rate. MB/s counts raw pixel bytes. bytes/image and files "
         "describe the dataset on disk. efficiency is the suite's ratio of a format's images/s to "
         "its bound's (named in the bound column), both from their fastest rounds, timed "
-        "interleaved in the same run.")
+        "interleaved in the same run. Patch rows count patches/s and MB/s of patch pixels, against "
+        "patch-gather (the same patches copied out of images in memory); read/patch is what a cold "
+        "round read from storage per patch (/proc/self/io), amplification that over the patch's "
+        "pixel bytes, and peak RSS the largest of a round.")
 
 
 def describe_run(run: Run) -> str:

@@ -6,7 +6,11 @@ state × loader setting.  Rates are medians over the rounds
 the IQR column is the interquartile range of that rate (``n/q1 - n/q3``).
 MB/s is the median rate times the source's pixel bytes per image.
 ``efficiency`` is copied from the suite's ``extra_info``: its paired ratio
-to the named bound, each from its fastest round.
+to the named bound, each from its fastest round.  Patch rows (group
+``patch``, and the ``patch-gather`` bound) count patches/s, their MB/s is of
+patch pixels, and they add the patch shape, the format's ``partial_reads``,
+the bytes a cold round read from storage per patch, the read amplification
+(that over the patch's pixel bytes) and the round's peak RSS.
 
 The CSV keeps every column at full precision, so that scripts can read it;
 the markdown drops empty columns and puts columns that are the same on every
@@ -53,9 +57,19 @@ def fmt_int(x: float) -> str:
     return f"{x:,.0f}"
 
 
+def _unit(b: Bench) -> str | None:
+    """The rate's unit: patches/s for patch rows (formats and their bound), else the row's own."""
+    return "patches/s" if b.op == "patch" and b.is_storebench else b.unit
+
+
 def _mb_per_s(b: Bench, run: Run) -> float | None:
-    """Median MB/s: the median rate times the source's pixel bytes per image."""
-    if b.rate is None or b.unit != "images/s":
+    """Median MB/s: the median rate times the source's pixel bytes per image (per patch for patch rows)."""
+    if b.rate is None:
+        return None
+    per_patch = b.get("patch_bytes")  # patch rows, and random-patch workload rows
+    if isinstance(per_patch, (int, float)) or _unit(b) == "patches/s":
+        return b.rate * per_patch / 1e6 if isinstance(per_patch, (int, float)) else None
+    if b.unit != "images/s":
         return None
     per_image = run.raw_bytes_per_image(b.get("preset"), b.n)
     if per_image is None:  # no dataset records: the suite's own MB/s over images/s
@@ -64,6 +78,19 @@ def _mb_per_s(b: Bench, run: Run) -> float | None:
             return None
         per_image = mbs * 1e6 / ips
     return b.rate * per_image / 1e6
+
+
+def _patch(b: Bench, run: Run) -> str | None:
+    shape = b.get("patch_shape")
+    return "x".join(map(str, shape)) if isinstance(shape, list) and shape else None
+
+
+def fmt_times(x: float) -> str:
+    return f"{x:.3g}x"
+
+
+def fmt_mb(x: float) -> str:
+    return f"{x:,.1f}"
 
 
 def _loader(b: Bench, run: Run) -> str | None:
@@ -85,13 +112,22 @@ COLUMNS: tuple[Column, ...] = (
     Column("mp_context", "start method", lambda b, r: b.get("mp_context"), descriptive=True),
     Column("persistent", "persistent", lambda b, r: b.get("persistent"), descriptive=True),
     Column("batch_size", "batch", lambda b, r: b.get("batch_size"), descriptive=True),
-    Column("unit", "unit", lambda b, r: b.unit, descriptive=True),
+    Column("unit", "unit", lambda b, r: _unit(b), descriptive=True),
+    Column("patch", "patch", _patch, descriptive=True),
+    Column("partial_reads", "partial reads", lambda b, r: b.get("partial_reads"), descriptive=True),
     Column("rate_median", "images/s", lambda b, r: b.rate, fmt_rate),
     Column("rate_iqr", "IQR", lambda b, r: b.rate_iqr, fmt_rate),
     Column("MB/s", "MB/s", _mb_per_s, fmt_rate),
     Column("bytes_per_image", "bytes/image", lambda b, r: b.bytes_per_image, fmt_int),
     Column("n_files", "files", lambda b, r: b.get("n_files"), fmt_int),
     Column("efficiency", "efficiency", lambda b, r: b.get("efficiency"), fmt_percent),
+    Column("read_bytes_per_patch", "read/patch", lambda b, r: b.get("read_bytes_per_patch"), fmt_int),
+    Column("amplification", "amplification", lambda b, r: b.get("amplification"), fmt_times),
+    Column("cached_bytes_per_patch", "cached/patch", lambda b, r: b.get("cached_bytes_per_patch"), fmt_int),
+    Column("cache_amplification", "cache amplification", lambda b, r: b.get("cache_amplification"), fmt_times),
+    Column("peak_rss_mb", "peak RSS MB", lambda b, r: b.get("peak_rss_mb"), fmt_mb),
+    Column("rss_growth_mb", "RSS growth MB", lambda b, r: b.get("rss_growth_mb"), fmt_mb),
+    Column("image_mb_max", "largest image MB", lambda b, r: b.get("image_mb_max"), fmt_mb, descriptive=True),
     Column("bound", "bound", lambda b, r: None if b.is_bound else b.get("bound"), descriptive=True),
     Column("median_s", "median s", lambda b, r: b.median, fmt_seconds),
     Column("iqr_s", "IQR s", lambda b, r: b.iqr, fmt_seconds),
@@ -100,8 +136,10 @@ COLUMNS: tuple[Column, ...] = (
     Column("benchmark", "benchmark", lambda b, r: b.fullname),
 )
 #: Columns the markdown leaves out: the loader settings (the ``loader`` column sums them up),
-#: the unit (in the header) and the pytest node id (CSV only).
-_MD_HIDDEN = {"workers", "mp_context", "persistent", "unit", "benchmark"}
+#: the unit (in the header), the pytest node id and the page-residency estimate of patch
+#: reads (CSV only).
+_MD_HIDDEN = {"workers", "mp_context", "persistent", "unit", "benchmark", "cached_bytes_per_patch",
+              "cache_amplification"}
 
 
 def _sort_key(b: Bench, run: Run) -> tuple:
@@ -170,7 +208,8 @@ class Table:
                 h = f"{self.unit} IQR"
             headers.append(h)
         right = {"n", "rate_median", "rate_iqr", "MB/s", "bytes_per_image", "n_files", "efficiency",
-                 "median_s", "iqr_s", "rounds", "workers", "batch_size"}
+                 "median_s", "iqr_s", "rounds", "workers", "batch_size", "read_bytes_per_patch", "amplification",
+                 "peak_rss_mb", "rss_growth_mb", "image_mb_max"}
         lines = ["| " + " | ".join(headers) + " |",
                  "|" + "|".join("---:" if c.name in right else "---" for c in shown) + "|"]
         for row in self.rows:

@@ -15,6 +15,10 @@ read through the same per-sample transforms as the notebooks they mirror:
 * ``dicom-display`` (VinBigData DICOM): modality and VOI LUT, MONOCHROME1
   inversion, min-max to uint8, shortest side 600, through
   :func:`storebench.formats.dicom.display_transform` (see :class:`DicomDisplay`).
+* ``random-patch`` (nnU-Net / batchgenerators / MONAI patch training): a
+  random 224x224 patch of an image or 64^3 patch of a volume, read through
+  ``reader.read_region`` so that formats with ``partial_reads`` read only it,
+  with the label and the boxes clipped to the patch (see :class:`RandomPatch`).
 * ``none``: the sample as read (the baseline).
 
 Augmentations return a model input, ``{"image", "label", "key"}`` plus
@@ -36,6 +40,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import math
 import os
 import sys
 import time
@@ -50,8 +55,8 @@ from storebench.formats import NO_BOXES, NO_LABELS, Sample, dataset_files, make_
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["WORKLOADS", "Workload", "WorkloadDataset", "collate", "get_workload",
-           "radiologist_boxes", "time_split"]
+__all__ = ["WORKLOADS", "RandomPatch", "Workload", "WorkloadDataset", "clip_boxes", "collate", "get_workload",
+           "radiologist_boxes", "random_region", "time_split"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -156,6 +161,9 @@ class Workload:
     kind: str = "augment"
     description: ClassVar[str] = ""
     requires: ClassVar[tuple[str, ...]] = ()
+    #: A workload that reads its items itself (``read(reader, i)``, ``read_many(reader, indices)``),
+    #: say only a region of each: :class:`WorkloadDataset` hands it the reader.
+    reads: ClassVar[bool] = False
 
     def __init__(self, *, seed: int = 0):
         self.seed = seed
@@ -184,6 +192,13 @@ class Workload:
 
     def __call__(self, s: Sample):
         raise NotImplementedError
+
+    def read(self, reader, i: int):
+        """Item ``i`` of ``reader`` (workloads with ``reads``)."""
+        raise NotImplementedError
+
+    def read_many(self, reader, indices: Sequence[int]) -> list:
+        return [self.read(reader, i) for i in indices]
 
     def __repr__(self):
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.options.items())})"
@@ -392,6 +407,181 @@ class DicomDisplay(Workload):
         return _with_image(s, out, boxes, labels, self.name)
 
 
+# --------------------------------------------------------------------------- patches
+
+
+def patch_side(value, rank: int, what: str = "patch") -> tuple[int, ...]:
+    """A patch shape of ``rank`` axes from an int side (``224`` -> ``(224, 224)``) or a shape."""
+    def whole(v) -> bool:
+        return bool(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1)
+
+    sides = (value,) * rank if whole(value) else value
+    try:
+        sides = tuple(sides)
+    except TypeError:
+        sides = ()
+    if len(sides) != rank or not all(whole(v) for v in sides):
+        raise ValueError(f"{what}: expected a whole number >= 1 or {rank} of them, got {value!r}")
+    return tuple(int(v) for v in sides)
+
+
+def random_region(spatial: Sequence[int], patch: Sequence[int], rng: np.random.Generator) -> tuple[slice, ...]:
+    """A uniformly placed region of ``patch`` (clipped to the image) inside ``spatial`` sides.
+
+    ``spatial`` is ``(H, W)`` or ``(D, H, W)`` and ``patch`` has as many sides;
+    a side longer than the image's is the whole axis.
+    """
+    if len(spatial) != len(patch):
+        raise ValueError(f"a {len(patch)}-axis patch for a {len(spatial)}-axis image")
+    out = []
+    for n, p in zip(spatial, patch):
+        p = min(int(p), int(n))
+        start = int(rng.integers(0, int(n) - p + 1))
+        out.append(slice(start, start + p))
+    return tuple(out)
+
+
+def region_origin(region: Sequence[slice]) -> tuple[int, ...]:
+    """The first pixel of a region in box coordinate order: ``(x, y)`` or ``(x, y, z)``."""
+    return tuple(int(sl.start) for sl in reversed(region))
+
+
+def clip_boxes(boxes, labels, region: Sequence[slice]) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes of an image in the coordinates of its ``region``: shifted, clipped, empty ones dropped.
+
+    2-D: ``(N, 4)`` x_min, y_min, x_max, y_max and a ``(rows, cols)`` region;
+    volumes: ``(N, 6)`` x_min, y_min, z_min, x_max, y_max, z_max and a
+    ``(depth, rows, cols)`` region (z along depth).  A box left with no
+    extent on some axis is dropped with its label.
+    """
+    k = len(region)
+    origin = np.asarray(region_origin(region) * 2, np.float32)
+    size = np.asarray(tuple(int(sl.stop) - int(sl.start) for sl in reversed(region)) * 2, np.float32)
+    b = np.asarray(boxes, np.float32).reshape(-1, 2 * k) - origin
+    b = np.clip(b, np.float32(0), size)
+    keep = np.all(b[:, k:] > b[:, :k], axis=1)
+    return np.ascontiguousarray(b[keep]), np.ascontiguousarray(np.asarray(labels, np.int64).reshape(-1)[keep])
+
+
+def _spatial(shape: Sequence[int]) -> tuple[int, ...]:
+    return tuple(shape[:3]) if len(shape) == 4 else tuple(shape[:2])
+
+
+class RandomPatch(_Tensor):
+    """batchgenerators-style random patches: one region of each sample, read through ``read_region``.
+
+    Each item is a ``size`` patch of a 2-D image (default 224x224) or a
+    ``volume_size`` patch of a volume (default 64^3), uniformly placed and
+    clipped to the image; with ``pad`` (default) a smaller image is padded
+    with zeros at its end to the full patch shape, as batchgenerators'
+    ``random_crop`` does, so batches stack.  The output image is channel-first
+    float32, ``(C, H, W)`` or ``(C, D, H, W)``, the stored values unscaled;
+    ``boxes`` are in patch coordinates (clipped, empty ones dropped, their
+    labels with them) and ``origin`` is the patch's first pixel as
+    ``(x, y[, z])``.
+
+    Through :class:`WorkloadDataset`, an item reads only its region
+    (:meth:`read`, :meth:`read_many`: ``reader.read_region(s)``, so formats
+    with ``partial_reads`` never hold the whole image); its position comes from
+    a generator seeded by ``(seed, RANK, DataLoader worker seed, item)``, so
+    an item's patch does not depend on what else its process read.  Called on
+    a Sample (a chain, or without a reader) it crops the whole image with the
+    process's generator.
+    """
+
+    name = "random-patch"
+    description = ("batchgenerators-style random patch (224x224, volumes 64^3) read through read_region, "
+                   "boxes clipped to the patch")
+    reads = True
+
+    def __init__(self, *, size=224, volume_size=64, pad: bool = True, tensor: bool | None = None,
+                 seed: int = 0):
+        super().__init__(tensor=tensor, seed=seed)
+        self.size = patch_side(size, 2, "size")
+        self.volume_size = patch_side(volume_size, 3, "volume_size")
+        self.pad = bool(pad)
+
+    def patch_for(self, spatial: Sequence[int]) -> tuple[int, ...]:
+        return self.volume_size if len(spatial) == 3 else self.size
+
+    def item_rng(self, i: int) -> np.random.Generator:
+        """The generator of item ``i`` in this process."""
+        return np.random.default_rng(_stream_key(self.seed) + [int(i)])
+
+    def region(self, shape: Sequence[int], rng: np.random.Generator) -> tuple[slice, ...]:
+        """A random region for an image of ``shape`` (the full array shape)."""
+        sp = _spatial(shape)
+        return random_region(sp, self.patch_for(sp), rng)
+
+    def __call__(self, s: Sample) -> dict:
+        r = self.region(s.image.shape, self.rng())
+        return self.finish(s, np.asarray(s.image[r]), r)
+
+    def fetch(self, reader, i: int) -> tuple[Sample, np.ndarray, tuple[slice, ...]]:
+        """Item ``i``'s (annotations, patch pixels, region), reading only the region where the
+        format can: see :meth:`fetch_many`."""
+        return self.fetch_many(reader, [i])[0]
+
+    def fetch_many(self, reader, indices: Sequence[int]) -> list[tuple[Sample, np.ndarray, tuple[slice, ...]]]:
+        """(annotations, patch, region) per item; one ``read_regions`` for the items whose shape
+        the reader knows without reading them, whole reads for the others."""
+        idx = [int(i) % len(reader) for i in indices]
+        shapes = [image_shape(reader, i) for i in idx]
+        regions = [None if sh is None else self.region(sh, self.item_rng(i)) for i, sh in zip(idx, shapes)]
+        known = [k for k, r in enumerate(regions) if r is not None]
+        out: list = [None] * len(idx)
+        if known:
+            patches = reader.read_regions([idx[k] for k in known], [regions[k] for k in known])
+            for k, p in zip(known, patches):
+                out[k] = (patch_annotations(reader, idx[k], p), p, regions[k])
+        for k, r in enumerate(regions):
+            if r is None:  # only a read tells the shape: read it whole and crop
+                s = reader[idx[k]]
+                r = self.region(s.image.shape, self.item_rng(idx[k]))
+                out[k] = (s, np.array(s.image[r]), r)
+        return out
+
+    def read(self, reader, i: int) -> dict:
+        """Item ``i``: its patch, label and clipped boxes."""
+        return self.finish(*self.fetch(reader, i))
+
+    def read_many(self, reader, indices: Sequence[int]) -> list[dict]:
+        return [self.finish(*f) for f in self.fetch_many(reader, indices)]
+
+    def finish(self, s: Sample, patch: np.ndarray, region: tuple[slice, ...]) -> dict:
+        """The model input from a patch of ``s`` (``s``'s pixels are not used, only its annotations)."""
+        boxes, labels = clip_boxes(s.boxes, s.box_labels, region)
+        img = patch if patch.ndim == len(region) + 1 else patch[..., None]  # (H, W) -> (H, W, 1)
+        want = self.patch_for(img.shape[:-1])
+        if self.pad and img.shape[:-1] != want:
+            full = np.zeros((*want, img.shape[-1]), img.dtype)
+            full[tuple(slice(0, n) for n in img.shape[:-1])] = img
+            img = full
+        chw = np.ascontiguousarray(np.moveaxis(img, -1, 0), dtype=np.float32)
+        return self._out(s, chw, boxes=boxes, box_labels=labels,
+                         origin=np.asarray(region_origin(region), np.int64))
+
+
+def image_shape(reader, i: int) -> tuple[int, ...] | None:
+    """The shape of sample ``i`` if ``reader`` knows it without reading the pixels (its index), else None."""
+    reader.handles  # opens the index
+    try:
+        shape = reader._image_shape(i)
+    except (AttributeError, TypeError, IndexError):
+        return None
+    return None if shape is None else tuple(int(v) for v in shape)
+
+
+def patch_annotations(reader, i: int, image: np.ndarray) -> Sample:
+    """Sample ``i``'s key, label, boxes and meta with ``image`` as pixels, from the reader's index
+    where it has one (nothing decoded), else from a whole read."""
+    index = getattr(reader, "_index", None)
+    build = getattr(index, "sample", None)
+    if callable(build):
+        return build(i, image)
+    return reader[i]
+
+
 class Chain(Workload):
     """``a+b+...``: preprocessing steps, then at most one augmentation last."""
 
@@ -418,7 +608,7 @@ class Chain(Workload):
 
 
 _CLASSES: dict[str, type[Workload]] = {c.name: c for c in (NoWorkload, DetectAug, ClassifyAug,
-                                                            BenPreprocess, DicomDisplay)}
+                                                            BenPreprocess, DicomDisplay, RandomPatch)}
 #: Read-only mapping of workload name to a one-line description.
 WORKLOADS = MappingProxyType({k: c.description for k, c in _CLASSES.items()})
 
@@ -480,21 +670,26 @@ class WorkloadDataset:
         return len(self.reader)
 
     def _read(self, i):
+        wl = self.workload
+        reads = wl is not None and wl.reads
         if self.fetch == "reopen":
             r = self.reader
             with r.format.open(r.path) as fresh:
-                return fresh[i]
-        return self.reader[i]
+                return wl.read(fresh, i) if wl is not None and reads else fresh[i]
+        return wl.read(self.reader, i) if wl is not None and reads else self.reader[i]
 
     def __getitem__(self, i):
         s = self._read(i)
-        return s if self.workload is None else self.workload(s)
+        wl = self.workload
+        return s if wl is None or wl.reads else wl(s)
 
     def __getitems__(self, indices):
         if self.fetch != "batch":
             return [self[i] for i in indices]
-        samples = self.reader.read_batch(indices)
         wl = self.workload
+        if wl is not None and wl.reads:
+            return wl.read_many(self.reader, indices)
+        samples = self.reader.read_batch(indices)
         return samples if wl is None else [wl(s) for s in samples]
 
 
@@ -591,6 +786,9 @@ def collate(items: list) -> dict:
             out[k] = _torch_views(torch, got) if torch is not None else got
     if any("rad_id" in it for it in items):
         out["rad_id"] = [it.get("rad_id") for it in items]
+    if all("origin" in it for it in items):  # random-patch: each patch's first pixel, (x, y[, z])
+        origins = [np.asarray(it["origin"]) for it in items]
+        out["origin"] = torch.from_numpy(np.stack(origins)) if torch is not None else np.stack(origins)
     return out
 
 
@@ -619,10 +817,13 @@ def time_split(reader, workload: Workload | None, indices: Sequence[int], *,
                evict: Callable[[], None] | None = None) -> dict:
     """Where one process's time per sample goes: read, decode, transform (microseconds).
 
-    * ``get``: ``reader[i]`` with its pixels touched, for each of ``indices``;
+    * ``get``: ``reader[i]`` with its pixels touched, for each of ``indices``
+      (a workload that ``reads`` its items, random-patch: its ``fetch``, the
+      region read);
     * ``read``: the sample's share of the dataset's bytes on disk, at the rate
       of plain sequential file reads (at most ``READ_BUDGET`` bytes of them),
-      capped at ``get``: what moving the stored bytes costs;
+      capped at ``get``: what moving the stored bytes costs (for a region read
+      by a format with ``partial_reads``, the region's part of that share);
     * ``decode``: ``get - read``: everything the reader does beyond moving
       bytes (parsing, decompressing, building the Sample, read amplification);
     * ``transform``: the workload on the sample.
@@ -642,13 +843,25 @@ def time_split(reader, workload: Workload | None, indices: Sequence[int], *,
     else:
         evict()
     get = transform = 0.0
+    share = 0.0  # samples' worth of stored bytes moved
+    partial = workload is not None and workload.reads and bool(getattr(reader.format, "partial_reads", False))
     for i in idx:
-        t0 = time.perf_counter()
-        s = reader[i]
-        _touch(s.image)
-        t1 = time.perf_counter()
-        if workload is not None:
-            workload(s)
+        if workload is not None and workload.reads:
+            t0 = time.perf_counter()
+            got = workload.fetch(reader, i)  # type: ignore[attr-defined]  # reading workloads have it
+            _touch(got[1])
+            t1 = time.perf_counter()
+            workload.finish(*got)  # type: ignore[attr-defined]
+            shape = image_shape(reader, i) if partial else None
+            share += got[1].nbytes / (math.prod(shape) * got[1].itemsize) if shape else 1.0
+        else:
+            t0 = time.perf_counter()
+            s = reader[i]
+            _touch(s.image)
+            t1 = time.perf_counter()
+            if workload is not None:
+                workload(s)
+            share += 1.0
         transform += time.perf_counter() - t1
         get += t1 - t0
     if evict is not None:
@@ -656,7 +869,7 @@ def time_split(reader, workload: Workload | None, indices: Sequence[int], *,
         rate = file_read_rate(reader.path)
     k, us = len(idx), 1e6
     get_us = get / k * us
-    read_us = min(stored / len(reader) * rate[1] / max(rate[0], 1) * us, get_us)
+    read_us = min(stored / len(reader) * share / k * rate[1] / max(rate[0], 1) * us, get_us)
     parts = {"read": read_us, "decode": get_us - read_us, "transform": transform / k * us}
     return {"split_samples": k, "split_cache": "warm" if evict is None else "cold",
             "split_get_us": round(get_us, 2),

@@ -45,7 +45,7 @@ class FakeConfig:
         self.values = {"sizes": None, "workers": "0,2", "formats": None, "preset": "cifar",
                        "cache": "warm", "rounds": "3", "data_dir": None, "batch_size": None,
                        "mp_context": None, "persistent": "off,on", "seed": "0", "folds": 5, "epochs": 3,
-                       "benchmark_disable": True, "benchmark_enable": False, **given}
+                       "patch": "224,64", "benchmark_disable": True, "benchmark_enable": False, **given}
 
     def getoption(self, name):
         return self.values[name]
@@ -86,16 +86,33 @@ def test_sweep_defaults_and_explicit_options(tmp_path):
     assert (opts.sizes, opts.workers, opts.presets, opts.cache, opts.rounds, opts.batch_size) == \
         ((100, 1000), (0, 2), ("cifar",), ("warm",), 3, 64)
     assert opts.formats is None and opts.persistent == (False, True)
+    assert opts.patch == ((224, 224), (64, 64, 64)) and opts.patch_for(3) == (64, 64, 64)
     opts = _options.from_config(FakeConfig(
         tmp_path, sizes="10,100k", workers="0,1,2,4", formats="npy,hdf5[gzip,level=4]", preset="imagenet,xray",
         cache="both", rounds="5", data_dir=str(tmp_path / "d"), batch_size="32", mp_context="spawn,fork",
-        persistent="on", seed="7", folds=2, epochs=4))
+        persistent="on", seed="7", folds=2, epochs=4, patch="96x128,32"))
     assert opts.sizes == (10, 100000) and opts.workers == (0, 1, 2, 4)
     assert opts.formats == ("npy", "hdf5[gzip,level=4]") and opts.presets == ("imagenet", "xray")
     assert opts.cache == ("warm", "cold") and opts.rounds == 5 and opts.batch_size == 32
     assert opts.data_dir == tmp_path / "d" and opts.mp_contexts == ("spawn", "fork")
     assert opts.persistent == (True,) and opts.seed == 7 and (opts.folds, opts.epochs) == (2, 4)
-    json.dumps(opts.to_json())
+    assert opts.patch == ((96, 128), (32, 32, 32)) and opts.patch_for(2) == (96, 128)
+    assert json.loads(json.dumps(opts.to_json()))["patch"] == "96x128,32x32x32"
+
+
+def test_patch_option_takes_sides_and_shapes():
+    p = _options.parse_patch
+    assert p("224,64") == ((224, 224), (64, 64, 64))
+    assert p("64") == ((64, 64), (64, 64, 64)), "one side serves images (64x64) and volumes (64^3)"
+    assert p("32x128x128") == ((224, 224), (32, 128, 128))
+    assert p("512x256, 16x64x64") == ((512, 256), (16, 64, 64))
+    for patch in (((224, 224), (64, 64, 64)), ((96, 128), (8, 16, 16))):
+        assert p(_options.format_patch(patch)) == patch
+    assert p("64,8x8") == ((8, 8), (64, 64, 64)), "a shape sets its kind, a side the other"
+    for bad in ("0", "1,2,3", "2x2x2x2", "8x8,9x9", "x", "8,16,4x4"):
+        with pytest.raises(ValueError, match="--patch"):
+            p(bad)
+    assert _options.parse_cache("cold,warm") == ("cold", "warm")
 
 
 def test_recorded_options_rebuild_the_command_line(tmp_path):
@@ -114,7 +131,8 @@ def test_recorded_options_rebuild_the_command_line(tmp_path):
 
 @pytest.mark.parametrize("option, value, match", [
     ("preset", "mnist", "--preset"), ("rounds", "0", "--rounds"), ("mp_context", "thread", "--mp-context"),
-    ("batch_size", "0", "--batch-size"), ("persistent", "maybe", "--persistent")])
+    ("batch_size", "0", "--batch-size"), ("persistent", "maybe", "--persistent"), ("patch", "0x3", "--patch"),
+    ("cache", "cold,tepid", "--cache")])
 def test_bad_options_are_refused(tmp_path, option, value, match):
     with pytest.raises(ValueError, match=match):
         _options.from_config(FakeConfig(tmp_path, **{option: value}))
@@ -284,8 +302,8 @@ def test_datasets_are_built_once_and_reused(cache_root):
     ds2 = again.dataset(formats.get("npy"), "cifar", 6)
     assert again.builds == 0 and ds2.path == ds.path and ds2.checksum == ds.checksum
     rec = again.records()
-    assert {(r["role"], r["path"].split("/")[0]) for r in rec} == {("source", "sources"),
-                                                                  ("dataset", "cifar-s0-p1")}
+    assert {(r["role"], r["path"].split("/")[0]) for r in rec} == {
+        ("source", "sources"), ("dataset", f"cifar-s0-p{fixtures.PRESET_VERSION}")}
     assert all(r["checksum"] == src.checksum for r in rec)
     json.dumps(rec)
 
@@ -629,7 +647,8 @@ def test_dataset_generation_shows_a_tqdm_bar_on_a_terminal_only(tmp_path):
 
 
 def test_formats_without_random_access_skip_shuffled_reads_at_large_n():
-    from bench.test_io import SEQUENTIAL_LIMIT, _random_access
+    from bench._case import SEQUENTIAL_LIMIT
+    from bench._case import require_random_access as _random_access
 
     chunked = formats.get("zarr") if "zarr" in formats.available() else formats.get("parquet")
     assert not chunked.random_access and formats.get("npy").random_access
@@ -637,3 +656,101 @@ def test_formats_without_random_access_skip_shuffled_reads_at_large_n():
     _random_access(formats.get("npy"), 10 * SEQUENTIAL_LIMIT)
     with pytest.raises(pytest.skip.Exception, match="decodes a whole chunk or row group"):
         _random_access(chunked, SEQUENTIAL_LIMIT + 1)
+
+
+# --------------------------------------------------------------------------- patches
+
+
+def test_read_amplification_from_known_byte_counts():
+    from bench._ops import RoundIO, amplification, patch_io_info
+
+    assert amplification(8_000_000, 100_352) == pytest.approx(79.719, abs=1e-3)
+    assert amplification(10, 0) is None
+    mb = 1_000_000
+    rounds = [RoundIO(read_bytes=9 * mb, rss_start=300 * mb, rss_peak=310 * mb),
+              RoundIO(read_bytes=11 * mb, rss_start=300 * mb, rss_peak=340 * mb)]
+    # 10 patches of 100 kB a round; rounds read 9 and 11 MB: 1 MB a patch, 10x the patch.
+    info = patch_io_info(rounds, cold=True, patches=10, patch_bytes=10 * 100_000, gained_pages=[200, 300])
+    assert info["read_bytes_per_patch"] == 1_000_000 and info["amplification"] == 10.0
+    assert info["cached_bytes_per_patch"] == 250 * 4096 / 10 and info["cache_amplification"] == 1.024
+    assert info["peak_rss_mb"] == 340.0 and info["rss_growth_mb"] == 40.0
+    warm = patch_io_info(rounds, cold=False, patches=10, patch_bytes=10 * 100_000)
+    assert warm["read_bytes_per_patch"] is warm["amplification"] is warm["cache_amplification"] is None
+    unknown = [RoundIO(None, None, None)]
+    assert patch_io_info(unknown, cold=True, patches=10, patch_bytes=1)["amplification"] is None
+    assert patch_io_info(unknown, cold=True, patches=10, patch_bytes=1)["peak_rss_mb"] is None
+
+
+def test_patch_regions_are_seeded_inside_the_images_and_independent_of_n():
+    from bench._ops import PatchPlan
+
+    images = [((300, 200), np.dtype(np.uint16)), ((100, 150, 3), np.dtype(np.uint8)),
+              ((20, 40, 50, 2), np.dtype(np.float32))]
+    patch = _options.BenchOptions(patch=((128, 128), (16, 64, 64))).patch_for
+    plan = PatchPlan.of(images, patch, 3, [2, 0, 1])
+    assert [tuple(sl.stop - sl.start for sl in r) for r in plan.regions] == [(128, 128), (100, 128), (16, 40, 50)]
+    for (shape, _), r in zip(images, plan.regions):
+        assert all(0 <= sl.start < sl.stop <= n for sl, n in zip(r, shape))
+    assert plan.nbytes == [128 * 128 * 2, 100 * 128 * 3, 16 * 40 * 50 * 2 * 4]
+    assert plan.patch_bytes == sum(plan.nbytes) and plan.info()["patch_clipped"]
+    assert PatchPlan.of(images[:2], patch, 3, [0, 1]).regions == plan.regions[:2]
+    assert PatchPlan.of(images, patch, 4, [0, 1, 2]).regions != plan.regions
+
+
+def test_patch_gather_copies_distinct_regions_of_the_pool_images(cache_root, monkeypatch):
+    from bench import _bounds
+    from bench._ops import PatchPlan
+
+    pool = make_pool(DataCache(cache_root).source("imagenet", 3), budget=1)  # one image, reused
+
+    def patch(rank):
+        return (64,) * rank
+
+    plan = PatchPlan.of([(a[1].shape, a[1].dtype) for a in pool.args] * 3, patch, 0, [2, 0, 1])
+    b = _bounds.patch_gather(pool, plan.order, patch, 0)
+    assert b.name == "patch-gather" and b.info["pool_size"] == pool.m == 1
+    seen: list[np.ndarray] = []
+    monkeypatch.setattr(_bounds, "touch", lambda img: seen.append(img.copy()))
+    assert b.run() == 3 and len(seen) == 3
+    image = pool.args[0][1]
+    for i, img in zip(plan.order, seen):  # position i: pool image 0 and the region drawn for i on it
+        assert img.shape[:2] == (64, 64)
+        np.testing.assert_array_equal(img, image[plan.regions[i]])
+    assert len({tuple((sl.start, sl.stop) for sl in r) for r in plan.regions}) == 3, "distinct patches"
+
+
+def test_patch_rows_end_to_end(tmp_path):
+    """Patch rows reach the JSON with patches/s, efficiency against patch-gather, and (cold,
+    where the data dir's pages can be evicted) the bytes read per patch and the amplification."""
+    out = tmp_path / "out.json"
+    cold = unsupported() is None and _evictable(_synced_file(tmp_path / "probe.bin"))
+    r = subprocess.run(
+        [sys.executable, "-m", "pytest", "bench/test_patch.py", "-p", "no:cacheprovider", "--benchmark-enable",
+         "--formats", "npy,png", "--sizes", "20", "--rounds", "2", "--patch", "16",
+         "--cache", "cold,warm" if cold else "warm", "--data-dir", str(tmp_path / "data"),
+         f"--benchmark-json={out}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "of patch-gather" in r.stdout and "(patches/s)" in r.stdout
+    rows = {b["name"]: b for b in json.loads(out.read_text())["benchmarks"]}
+    bound = rows["test_patch_bound[cifar-n20]"]
+    assert bound["group"] == "bound" and bound["extra_info"]["bound"] == "patch-gather"
+    warm = rows["test_patch[npy-cifar-n20-warm]"]["extra_info"]
+    assert warm["op"] == "patch" and warm["patch_shape"] == [16, 16] and warm["patch_bytes"] == 16 * 16 * 3
+    assert warm["patches/s"] > 0 and warm["bound"] == "patch-gather" and warm["efficiency"] > 0
+    assert warm["MB/s"] == pytest.approx(warm["patches/s"] * 768 / 1e6, rel=0.02)
+    assert warm["amplification"] is None and warm["read_bytes_per_patch"] is None
+    assert warm["partial_reads"] is formats.get("npy").partial_reads and warm["peak_rss_mb"] > 0
+    if cold:
+        info = rows["test_patch[png-cifar-n20-cold]"]["extra_info"]
+        assert info["cache"] == "cold" and info["cached_bytes_per_patch"] > 0
+        assert info["cache_amplification"] == pytest.approx(info["cached_bytes_per_patch"] / 768, rel=1e-3)
+        if info["read_bytes_per_patch"]:  # /proc/self/io counts this file system's reads
+            assert info["amplification"] == pytest.approx(info["read_bytes_per_patch"] / 768, rel=1e-3)
+    from storebench.report import write_report
+    from storebench.results import load
+
+    write_report([load(out)], tmp_path / "report", kinds=())
+    table = (tmp_path / "report" / "tables" / "patch.md").read_text()
+    assert "patches/s (median)" in table and "patch 16x16" in table
+    assert ("amplification" in table) == cold

@@ -13,9 +13,12 @@ from storebench import fixtures, formats, workloads
 from storebench.formats import Sample
 from storebench.workloads import (
     WORKLOADS,
+    RandomPatch,
     WorkloadDataset,
+    clip_boxes,
     collate,
     get_workload,
+    random_region,
     time_split,
 )
 
@@ -31,7 +34,8 @@ def _xray_with_boxes():
 
 
 def test_registry_names_and_errors(monkeypatch):
-    assert set(WORKLOADS) == {"none", "detect-aug", "classify-aug", "ben-preprocess", "dicom-display"}
+    assert set(WORKLOADS) == {"none", "detect-aug", "classify-aug", "ben-preprocess", "dicom-display",
+                              "random-patch"}
     with pytest.raises(TypeError):
         WORKLOADS["x"] = "read-only"  # type: ignore[index]
     with pytest.raises(ValueError, match="unknown workload 'nope'; workloads: none, detect-aug"):
@@ -354,3 +358,139 @@ def test_time_split_adds_up(small):
     assert split["split_dominant"] in ("read", "decode", "transform")
     with pytest.raises(ValueError, match="no indices"):
         time_split(r, None, [])
+
+
+# --------------------------------------------------------------------------- random patches
+
+
+def test_boxes_are_shifted_clipped_to_the_patch_and_empty_ones_dropped():
+    boxes = np.float32([[10, 20, 50, 60],    # partly inside: clipped
+                        [0, 0, 5, 5],        # left of and above the patch: dropped
+                        [30, 30, 40, 40],    # inside: shifted only
+                        [100, 25, 120, 35],  # right of it: dropped
+                        [15, 10, 25, 90]])   # through it top to bottom: clipped on y
+    region = (slice(25, 75), slice(12, 62))  # rows 25:75 (y), cols 12:62 (x): a 50x50 patch at x=12, y=25
+    got, labels = clip_boxes(boxes, np.arange(5), region)
+    np.testing.assert_array_equal(got, np.float32([[0, 0, 38, 35], [18, 5, 28, 15], [3, 0, 13, 50]]))
+    np.testing.assert_array_equal(labels, [0, 2, 4])
+    assert got.dtype == np.float32 and labels.dtype == np.int64
+    empty, none = clip_boxes(np.zeros((0, 4), np.float32), np.zeros(0, np.int64), region)
+    assert empty.shape == (0, 4) and none.shape == (0,)
+    # A box touching the patch only along an edge has no area left: dropped.
+    assert len(clip_boxes(np.float32([[0, 0, 12, 30]]), [1], region)[0]) == 0
+
+
+def test_volume_boxes_are_clipped_in_x_y_and_z():
+    boxes = np.float32([[2, 3, 4, 20, 30, 40],   # x 2..20, y 3..30, z 4..40
+                        [0, 0, 0, 10, 10, 1],    # ends at z=1, before the patch's z=5: dropped
+                        [12, 12, 12, 14, 14, 14]])
+    region = (slice(5, 21), slice(10, 26), slice(8, 24))  # z 5:21, y 10:26, x 8:24 (16^3)
+    got, labels = clip_boxes(boxes, [7, 8, 9], region)
+    np.testing.assert_array_equal(got, np.float32([[0, 0, 0, 12, 16, 16], [4, 2, 7, 6, 4, 9]]))
+    np.testing.assert_array_equal(labels, [7, 9])
+
+
+@given(st.lists(st.integers(1, 300), min_size=2, max_size=3), st.integers(1, 400), st.integers(0, 2**32 - 1))
+def test_random_regions_stay_inside_the_image(sides, patch, seed):
+    region = random_region(sides, [patch] * len(sides), np.random.default_rng(seed))
+    assert len(region) == len(sides)
+    for sl, n in zip(region, sides):
+        assert 0 <= sl.start < sl.stop <= n and sl.stop - sl.start == min(patch, n)
+
+
+@pytest.fixture(scope="module")
+def patchy(tmp_path_factory):
+    """A 2-D dataset (xray-like, uint16 with boxes) and a volume dataset with 6-column boxes."""
+    root = tmp_path_factory.mktemp("patch")
+    rng = np.random.default_rng(0)
+    images = [Sample(f"img{i}", rng.integers(0, 4096, (300 + 7 * i, 260), np.uint16), i % 2,
+                     np.float32([[10, 10, 200, 250], [150, 100, 160, 120]]), [3, 4]) for i in range(5)]
+    images.append(Sample("small", rng.integers(0, 4096, (40, 50), np.uint16), 1))  # smaller than a patch
+    volumes = [Sample(f"vol{i}", rng.integers(-1024, 3071, (30 + i, 40, 44, 1)).astype(np.int16), i,
+                      np.float32([[5, 5, 5, 30, 30, 20]]), [1]) for i in range(4)]
+    formats.get("npy").write(images, root / "img")
+    formats.get("npy").write(volumes, root / "vol")
+    return root / "img", root / "vol"
+
+
+def _check_item(item, s: Sample, wl: RandomPatch):
+    """The item is the patch of ``s`` at its origin (channel-first float, zero-padded), boxes clipped."""
+    origin = tuple(int(v) for v in np.asarray(item["origin"]))
+    sides = s.image.shape[:3] if s.image.ndim == 4 else s.image.shape[:2]
+    patch = wl.patch_for(sides)
+    region = tuple(slice(o, o + min(p, n)) for o, p, n in zip(reversed(origin), patch, sides))
+    assert all(0 <= sl.start < sl.stop <= n for sl, n in zip(region, sides))
+    img = np.asarray(item["image"])
+    pixels = s.image[region]
+    pixels = pixels if pixels.ndim == len(sides) + 1 else pixels[..., None]
+    assert img.dtype == np.float32 and img.shape == (pixels.shape[-1], *patch)
+    inner = img[(slice(None), *(slice(0, k) for k in pixels.shape[:-1]))]
+    np.testing.assert_array_equal(inner, np.moveaxis(pixels, -1, 0).astype(np.float32))
+    assert img.sum() == inner.sum(), "outside the image the patch is zero padding"
+    boxes, labels = clip_boxes(s.boxes, s.box_labels, region)
+    np.testing.assert_array_equal(np.asarray(item["boxes"]), boxes)
+    np.testing.assert_array_equal(np.asarray(item["box_labels"]), labels)
+    assert item["label"] == s.label and item["key"] == s.key
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["2d", "volume"])
+def test_random_patches_read_the_region_with_label_and_clipped_boxes(patchy, which):
+    wl = get_workload("random-patch", size=128, volume_size=16, seed=3, tensor=False)
+    with formats.open_dataset(patchy[which]) as r:
+        data = WorkloadDataset(r, wl)
+        items = data.__getitems__(list(range(len(r))))
+        for i, item in enumerate(items):
+            _check_item(item, r[i], wl)
+            np.testing.assert_array_equal(np.asarray(data[i]["image"]), np.asarray(item["image"]))
+        assert {tuple(np.asarray(it["origin"])) for it in items} != {(0,) * (2 + which)}
+        batch = collate(items)
+        assert tuple(batch["image"].shape) == (len(r), 1, *((16,) * 3 if which else (128, 128)))
+        assert tuple(batch["origin"].shape) == (len(r), 2 + which)
+        # A reader that cannot tell a shape without reading: the whole sample is read, same patch.
+        r._image_shape = lambda i: None
+        for i, item in enumerate(data.__getitems__(list(range(len(r))))):
+            np.testing.assert_array_equal(np.asarray(item["image"]), np.asarray(items[i]["image"]))
+
+
+def test_random_patches_are_seeded_per_item(patchy):
+    def origins(seed, order):
+        wl = get_workload("random-patch", size=64, seed=seed, tensor=False)
+        with formats.open_dataset(patchy[0]) as r:
+            return {i: tuple(np.asarray(wl.read(r, i)["origin"])) for i in order}
+
+    a = origins(5, range(6))
+    assert a == origins(5, [5, 3, 1, 0, 2, 4]), "an item's patch depends on the seed and the item only"
+    assert a != origins(6, range(6))
+    wl = RandomPatch(size=64, seed=5, tensor=False)
+    assert pickle.loads(pickle.dumps(wl)).options == wl.options
+
+
+def test_random_patch_options_are_checked():
+    assert RandomPatch(size=(32, 48), volume_size=8).volume_size == (8, 8, 8)
+    for bad in ({"size": 0}, {"size": (1, 2, 3)}, {"volume_size": "64"}, {"size": True}):
+        with pytest.raises(ValueError, match="size"):
+            RandomPatch(**bad)
+
+
+def test_random_patches_through_dataloader_workers_are_reproducible(patchy):
+    torch = pytest.importorskip("torch")
+
+    def epoch():
+        with formats.open_dataset(patchy[1]) as r:
+            dl = torch.utils.data.DataLoader(
+                WorkloadDataset(r, get_workload("random-patch", volume_size=16, seed=1)), batch_size=2,
+                shuffle=True, num_workers=2, collate_fn=collate, multiprocessing_context="fork",
+                generator=torch.Generator().manual_seed(0))
+            return {k: (img, o) for b in dl for k, img, o in zip(b["key"], b["image"], b["origin"])}
+
+    a, b = epoch(), epoch()
+    assert sorted(a) == ["vol0", "vol1", "vol2", "vol3"]
+    assert all(torch.equal(a[k][0], b[k][0]) and torch.equal(a[k][1], b[k][1]) for k in a)
+    assert all(tuple(v[0].shape) == (1, 16, 16, 16) for v in a.values())
+
+
+def test_time_split_of_random_patches_times_the_region_reads(patchy):
+    with formats.open_dataset(patchy[1]) as r:
+        split = time_split(r, get_workload("random-patch", volume_size=16, tensor=False), range(4))
+    assert split["split_samples"] == 4
+    assert split["split_read_us"] + split["split_decode_us"] == pytest.approx(split["split_get_us"], abs=0.02)
