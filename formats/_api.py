@@ -139,6 +139,12 @@ class Format(ABC):
         Whether ``r[i]`` avoids reading and decoding other samples (false
         where a read decodes a whole row group or compressed chunk); may be a
         property where an option decides it.
+    fork_safe : bool
+        Whether a reader works in a process forked from one that has already
+        read through it (DataLoader's default ``fork`` workers); false where
+        the library's threads do not survive fork (tensorstore), and then
+        such a read raises a RuntimeError saying to use spawn or forkserver.
+        The benchmark suite runs such formats' loader rows with spawn only.
     executes_code : bool
         Whether reading unpickles Python objects, so that a malicious dataset
         can run code: such datasets must only be opened when trusted.
@@ -176,6 +182,7 @@ class Format(ABC):
     modes: frozenset = ALL_MODES  # an instance may narrow or widen it (zip's encoding)
     random_access: ClassVar[bool] = True
     partial_reads: ClassVar[bool] = False
+    fork_safe: ClassVar[bool] = True
     executes_code: ClassVar[bool] = False
     bench_variants: ClassVar[tuple[dict, ...]] = ({},)
     image_codec: ClassVar[str] = "raw"

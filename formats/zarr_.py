@@ -99,6 +99,11 @@ class Zarr(Format):
         return self.chunks is not None
 
     @property
+    def fork_safe(self) -> bool:  # type: ignore[override]  # an option decides it
+        """tensorstore's threads do not survive fork: its readers need spawn or forkserver workers."""
+        return self.engine != "tensorstore"
+
+    @property
     def random_access(self) -> bool:  # type: ignore[override]  # an option decides it
         """Per-sample arrays: ``r[i]`` decodes that sample's chunks only; flat: whole 1 MiB chunks."""
         return self.chunks is not None
