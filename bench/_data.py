@@ -40,7 +40,7 @@ import numpy as np
 
 from storebench import fixtures, formats
 from storebench.fixtures.folder import is_user_preset, user_fingerprint, user_samples
-from storebench.formats import Format, Sample, WriteReport, dataset_files
+from storebench.formats import Format, Sample, WriteReport, dataset_files, describe_modes
 from storebench.formats._atomic import pid_alive, write_json_atomic
 from storebench.progress import quiet
 
@@ -236,10 +236,10 @@ class DataCache:
 
     def check_modes(self, fmt: Format, source: Dataset) -> None:
         """Raise :class:`Unsupported` if ``fmt`` cannot store every image kind of ``source``."""
-        missing = sorted(tuple(m) for m in source.modes if tuple(m) not in fmt.modes)
+        missing = {tuple(m) for m in source.modes if tuple(m) not in fmt.modes}
         if missing:
-            kinds = ", ".join(f"{dt} {'2-D' if c == 0 else f'{c}-channel'}" for dt, c in missing)
-            raise Unsupported(f"{fmt.id} cannot store the {source.preset} preset's images ({kinds})")
+            raise Unsupported(f"{fmt.id} cannot store the {source.preset} preset's images "
+                              f"({describe_modes(missing)})")
 
     def dataset(self, fmt: Format, preset: str, n: int) -> Dataset:
         """``fmt``'s copy of the source ``(preset, n)``, written once and reused."""

@@ -10,6 +10,7 @@ import contextlib
 import warnings
 from collections.abc import Iterator
 
+import pytest
 import torch
 
 from storebench.workloads import WorkloadDataset, collate
@@ -23,6 +24,14 @@ def make_loader(reader, *, batch_size: int, workers: int, mp_context: str | None
         batch_size=batch_size, shuffle=True, collate_fn=collate,
         num_workers=workers, multiprocessing_context=mp_context if workers else None,
         persistent_workers=persistent, generator=torch.Generator().manual_seed(seed))
+
+
+def skip_unless_fork_safe(fmt, workers: int, mp_context: str | None) -> None:
+    """Skip a loader row whose forked workers cannot read ``fmt`` (its ``fork_safe`` is false:
+    tensorstore's threads do not survive fork); spawn and forkserver rows run."""
+    if workers and mp_context in (None, "fork") and not fmt.fork_safe:
+        pytest.skip(f"{fmt.id} is not fork-safe (Format.fork_safe): its reads fail in forked workers; "
+                    "rows with --mp-context spawn or forkserver measure it")
 
 
 def epoch(loader) -> list[str]:

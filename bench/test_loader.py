@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("torch", reason="the DataLoader benchmarks need PyTorch")
 
-from bench._loader import epoch, make_loader, quiet_workers
+from bench._loader import epoch, make_loader, quiet_workers, skip_unless_fork_safe
 
 pytestmark = pytest.mark.torch
 
@@ -22,6 +22,7 @@ def test_loader(runner, session, case, loader):
         pytest.skip("persistent workers keep their readers (and memory maps) open, "
                     "so the page cache cannot be emptied between epochs")
     opts = session.opts
+    skip_unless_fork_safe(case.fmt, loader.workers, loader.mp_context)
 
     def timed(dl):
         with quiet_workers():

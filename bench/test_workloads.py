@@ -38,7 +38,7 @@ torch = pytest.importorskip("torch", reason="the workload benchmarks need PyTorc
 pytest.importorskip("cv2", reason="the workloads need opencv-python-headless")
 
 from bench._data import np_order  # noqa: E402
-from bench._loader import quiet_workers  # noqa: E402
+from bench._loader import quiet_workers, skip_unless_fork_safe  # noqa: E402
 from bench._ops import PatchPlan, source_images  # noqa: E402
 from bench._options import workload_sizes  # noqa: E402
 from bench._params import LoaderSpec  # noqa: E402
@@ -187,6 +187,7 @@ def _run_epochs(runner, session, ds, reader, workload, workers, check, **kw):
 
 def test_workload(runner, session, wfmt, preset_, size, workload, workers):
     preset, n = preset_, size
+    skip_unless_fork_safe(wfmt, workers, session.opts.mp_contexts[0])
     ds = session.dataset_or_skip(wfmt, preset, n)
     wl = _workload(workload, session.opts.seed, session)
     with ds.open() as r:

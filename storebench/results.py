@@ -26,7 +26,7 @@ import numpy as np
 from storebench import formats
 
 #: The order operations are shown in; groups not listed follow, sorted.
-OPS = ("write", "open", "scan", "random", "batch", "loader", "bound")
+OPS = ("write", "open", "scan", "random", "batch", "patch", "loader", "bound")
 _STATS = ("median", "min")
 
 
