@@ -84,7 +84,7 @@ def _to_dataset(s, i: int, study: str, series: str) -> Dataset:
                          f"{MAX_PIXEL_BYTES} a DICOM PixelData element can hold")
     volume, signed, bits = img.ndim == 4, img.dtype.kind == "i", 8 * img.itemsize
     rows, cols = img.shape[1:3] if volume else img.shape[:2]
-    if max(rows, cols) > MAX_SIDE:  # Format.write checks 2-D images; a volume's frames here
+    if max(rows, cols) > MAX_SIDE:  # Format.write checks it per frame first; kept for direct callers
         raise ValueError(f"image of key {s.key!r}: frames of {rows}x{cols} have a side over {MAX_SIDE} "
                          "pixels, the most dicom can store (its max_image_side)")
     if not volume:

@@ -335,7 +335,7 @@ def test_generate_takes_a_benchmark_id_and_options(tmp_path, capsys):
     (["--format", "hdf5[nope]"], "not a variant"),
     (["--option", "nosuch=1"], "does not take"),
     (["--option", "novalue"], "NAME=VALUE"),
-    (["--preset", "nosuch"], "unknown 'nosuch'"),
+    (["--preset", "nosuch"], "unknown preset 'nosuch'"),
 ])
 def test_generate_errors_exit_2(tmp_path, capsys, args, problem):
     preset = [] if "--preset" in args else ["--preset", "cifar"]
