@@ -268,7 +268,22 @@ class Reader(ABC):
             (an IndexError) a wrong number of slices, a step other than 1, or
             bounds outside the image; it names the sample and the region.
         """
-        return self.read_regions([i], [region])[0]
+        if type(i) is not int:
+            i = _as_index(i)
+        n = self._n
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(f"{self.path}: index {i} out of range for {n} samples")
+        if self._handles is None:
+            self.handles
+        if self.verify_reads or not self.format.partial_reads:
+            return self._whole_region(i, region)
+        shp = self._image_shape(i)
+        if shp is None:
+            return self._whole_region(i, region)
+        checked = check_region(shp, region, f"{self.path}: sample {i}")
+        return self._region_out(i, self._read_region(i, checked), region_shape(shp, checked))
 
     def read_regions(self, indices: Sequence[int] | np.ndarray,
                      regions: Sequence[tuple[slice, ...]]) -> list[np.ndarray]:
@@ -297,12 +312,15 @@ class Reader(ABC):
             checked.append(check_region(shp, r, f"{self.path}: sample {i}"))
             shapes.append(region_shape(shp, checked[-1]))
         out = self._read_regions(ii, checked)
-        for k, (i, arr, want) in enumerate(zip(ii, out, shapes)):
-            if arr.shape != want:
-                raise DatasetError(self.path, f"sample {i}: region read {arr.shape}, expected {want}")
-            if not (arr.flags.c_contiguous and arr.flags.writeable and arr.base is None):
-                out[k] = np.array(arr, order="C")
-        return out
+        region_out = self._region_out
+        return [region_out(i, arr, want) for i, arr, want in zip(ii, out, shapes)]
+
+    def _region_out(self, i: int, arr: np.ndarray, want: tuple[int, ...]) -> np.ndarray:
+        if arr.shape != want:
+            raise DatasetError(self.path, f"sample {i}: region read {arr.shape}, expected {want}")
+        if arr.base is not None or not (arr.flags.c_contiguous and arr.flags.writeable):
+            return np.array(arr, order="C")
+        return arr
 
     def _whole_region(self, i: int, region) -> np.ndarray:
         smp = self._checked_read(i) if self.verify_reads else self._read(i)

@@ -36,18 +36,26 @@ def check_region(shape: Sequence[int], region, where: str) -> tuple[slice, ...]:
         raise RegionError(where, region, f"has {len(region)} slices; the {_side_text(sides)} {kind} "
                           f"needs {len(sides)}")
     out = []
-    for axis, (sl, n) in enumerate(zip(region, sides)):
-        if not isinstance(sl, slice):
+    axis = 0
+    for sl, n in zip(region, sides):  # the per-patch path: type checks before isinstance ones
+        if type(sl) is not slice:
             raise RegionError(where, region, f"axis {axis} is {type(sl).__name__} {sl!r}, not a slice")
         start, stop, step = sl.start, sl.stop, sl.step
-        if step not in (None, 1):
+        if step is not None and step != 1:
             raise RegionError(where, region, f"axis {axis} has step {step!r}; only 1 is supported")
-        start = 0 if start is None else _as_int(start, where, region, axis)
-        stop = n if stop is None else _as_int(stop, where, region, axis)
+        if start is None:
+            start = 0
+        elif type(start) is not int:
+            start = _as_int(start, where, region, axis)
+        if stop is None:
+            stop = n
+        elif type(stop) is not int:
+            stop = _as_int(stop, where, region, axis)
         if not 0 <= start < stop <= n:
             raise RegionError(where, region, f"axis {axis} selects {start}:{stop}, outside 0:{n} "
                               f"of the {_side_text(sides)} image or empty")
-        out.append(slice(start, stop))
+        out.append(sl if step is None and type(sl.start) is int and type(sl.stop) is int else slice(start, stop))
+        axis += 1
     return tuple(out)
 
 
