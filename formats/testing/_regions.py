@@ -71,7 +71,7 @@ class RegionTests:
         ``image[region]`` of the whole read and, for a lossless format, of what was written."""
         strategy = sample_lists(modes=fmt.modes, min_size=1, max_size=4)
 
-        @settings(deadline=None, suppress_health_check=_IO_HEALTH, max_examples=25)
+        @settings(deadline=None, suppress_health_check=_IO_HEALTH)
         @given(data=st.data())
         def prop(data):
             samples = data.draw(strategy, label="samples")
