@@ -18,8 +18,11 @@ venv: $(STAMP)
 
 # --benchmark-disable: every benchmark runs once, on tiny sizes, as a smoke test.
 # -m "not slow": the long race and fuzz trials run with `pytest -m slow` (or PYTEST_ARGS=).
+# The benchmark smoke run takes each format's default options (every variant's bound and
+# conformance are in tests/); `make bench` times every variant.
 test: $(STAMP)
-	$(BIN)/python -m pytest tests bench --benchmark-disable -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests --benchmark-disable -m "not slow" $(PYTEST_ARGS)
+	STOREBENCH_FORMAT_VARIANTS=defaults $(BIN)/python -m pytest bench --benchmark-disable -m "not slow" $(PYTEST_ARGS)
 	$(MAKE) lint
 
 lint: $(STAMP)

@@ -14,7 +14,11 @@ TIFF's horizontal or floating-point differencing), ``"jpeg"`` (lossy, uint8,
 ``level`` is the quality, 90 by default, 4:4:4), and the lossless image codecs
 ``"jpeg2000"`` (reversible 5/3, OpenJPEG), ``"htj2k"`` (High-Throughput JPEG
 2000 codestreams from OpenJPH under TIFF's JPEG 2000 tag, which OpenJPEG 2.5+
-decodes) and ``"jpegxl"`` (lossless; ``level`` is libjxl's effort).
+decodes) and ``"jpegxl"`` (lossless; ``level`` is libjxl's effort; uint8 and
+uint16 only: libjxl in imagecodecs 2026.10.10 fails to encode some float32 tiles
+losslessly, JXL_ENC_ERR_GENERIC).  A codec the installed imagecodecs lacks
+(HTJ2K before imagecodecs 2025.8) is refused at construction with the reason
+and left out of ``bench_variants``: :func:`unavailable_codecs`.
 
 ``read_region`` reads and decodes only the tiles a region overlaps: one
 ``os.pread`` per run of adjacent tiles, each tile decoded by the page's own
@@ -80,8 +84,22 @@ CODECS = {
     "jpeg": Codec(7, "jpeg", modes_of(("uint8",), (0, 1, 3)), (1, 100)),  # level: the quality, 90 if None
     "jpeg2000": Codec(34712, "jpeg2000", modes_of(_INTS, volumes=True)),
     "htj2k": Codec(34712, None, modes_of(_INTS, volumes=True)),
-    "jpegxl": Codec(50002, "jpegxl", modes_of(("uint8", "uint16", "float32"), volumes=True), (1, 9), "effort"),
+    "jpegxl": Codec(50002, "jpegxl", modes_of(("uint8", "uint16"), volumes=True), (1, 9), "effort"),
 }
+#: imagecodecs' name of each codec, whose ``.available`` says whether this build has it.
+_IMAGECODECS_NAME = {"zstd": "ZSTD", "deflate": "ZLIB", "jpeg": "JPEG8", "jpeg2000": "JPEG2K",
+                     "htj2k": "HTJ2K", "jpegxl": "JPEGXL"}
+
+
+def unavailable_codecs() -> dict[str, str]:
+    """``compression`` choices the installed imagecodecs cannot encode and decode, with the reason."""
+    out = {}
+    for name, codec in _IMAGECODECS_NAME.items():
+        entry = getattr(imagecodecs, codec, None)
+        if entry is None or not getattr(entry, "available", False) or \
+                (name == "htj2k" and not hasattr(imagecodecs, "htj2k_encode")):
+            out[name] = f"imagecodecs {imagecodecs.__version__} has no {codec} codec"
+    return out
 _advise = getattr(os, "posix_fadvise", None)  # Linux and most Unixes; not macOS
 # What tifffile and imagecodecs raise on damaged files (codec errors are RuntimeErrors; a damaged
 # tag can hand tifffile a tuple where it expects an int: TypeError).
@@ -149,13 +167,17 @@ class TIFF(Format):
     name = "tiff"
     partial_reads = True
     libraries = ("tifffile", "imagecodecs")
-    bench_variants = ({}, {"compression": "zstd", "predictor": True}, {"compression": "htj2k"}, {"tile": 64})
+    bench_variants = tuple(v for v in ({}, {"compression": "zstd", "predictor": True}, {"compression": "htj2k"},
+                                       {"tile": 64}) if v.get("compression") not in unavailable_codecs())
 
     def __init__(self, compression: str = "none", level: int | None = None, tile: int = 256,
                  predictor: bool = False):
         if compression not in CODECS:
             raise ValueError(f"compression: must be one of {sorted(CODECS)}, got {compression!r}"
                              + ("; TIFF has no compression tag for JPEG-LS" if compression == "jpegls" else ""))
+        missing = unavailable_codecs().get(compression)
+        if missing:
+            raise ValueError(f"compression: {compression!r} is unavailable here: {missing}")
         levels = CODECS[compression].levels
         if level is not None and (levels is None or type(level) is not int or not levels[0] <= level <= levels[1]):
             allowed = "" if levels is None else f", or an int in {levels[0]}..{levels[1]}"

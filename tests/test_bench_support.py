@@ -158,9 +158,11 @@ def _readme_bench_commands() -> list[list[str]]:
 
 
 def _collected(args: list[str]) -> set[str]:
-    """Test ids that ``pytest bench ARGS`` collects, through pytest's real option parser."""
+    """Test ids that ``pytest bench ARGS`` collects, through pytest's real option parser, as a
+    user's shell runs it (without CI's STOREBENCH_FORMAT_VARIANTS)."""
+    env = {k: v for k, v in os.environ.items() if k != "STOREBENCH_FORMAT_VARIANTS"}
     r = subprocess.run([sys.executable, "-m", "pytest", *args, "--collect-only", "-q", "-p", "no:cacheprovider"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+                       cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return {line.split("/")[-1] for line in r.stdout.splitlines() if "::" in line}
 

@@ -11,7 +11,6 @@ checked.
 """
 from __future__ import annotations
 
-import os
 import pickle
 from pathlib import Path
 
@@ -30,8 +29,7 @@ from storebench.formats.testing import (
 
 #: ``STOREBENCH_FORMAT_VARIANTS=defaults`` runs the suite on each format's default options only:
 #: `.ci/run` sets it for Python 3.10 and 3.13 (tox), after every bench variant ran on 3.11.
-VARIANTS = os.environ.get("STOREBENCH_FORMAT_VARIANTS", "all") != "defaults"
-FORMATS = format_params(variants=VARIANTS)
+FORMATS = format_params()
 DEFAULTS = format_params(variants=False)
 GOLDEN = Path(__file__).parent / "golden"  # written by tests/make_golden.py
 

@@ -45,15 +45,19 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def format_params(*, variants: bool = True) -> list:
+def format_params(*, variants: bool | None = None) -> list:
     """One ``pytest.param`` per format instance, with ``id`` the format id.
 
     With ``variants`` every entry of a format's ``bench_variants`` is an
-    instance of its own.  Formats whose library is missing appear as skipped
-    params that carry the install hint as the reason.
+    instance of its own; None (the default) means yes unless the environment
+    sets ``STOREBENCH_FORMAT_VARIANTS=defaults`` (what CI sets where a run
+    needs only each format's default options).  Formats whose library is
+    missing appear as skipped params that carry the install hint as the reason.
     """
     import pytest
 
+    if variants is None:
+        variants = os.environ.get("STOREBENCH_FORMAT_VARIANTS", "all") != "defaults"
     params = []
     for cls in _registry.available().values():
         for opts in (cls.bench_variants if variants else ({},)):
