@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from storebench.formats._fs import evict  # one eviction for the conformance suite and the bench
+
 PAGE = mmap.PAGESIZE
 #: Files count as evicted when at most this fraction of their pages, plus
 #: ALLOWED_PAGES (an open reader's mapped header pages), stays cached.
@@ -120,16 +122,6 @@ def residency(files: Sequence[os.PathLike | str]) -> tuple[int, int]:
         cached += c
         total += t
     return cached, total
-
-
-def evict(files: Sequence[os.PathLike | str]) -> None:
-    """Ask the kernel to drop ``files`` from the page cache (no root needed)."""
-    for f in files:
-        fd = os.open(f, os.O_RDONLY)
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
 
 
 def prewarm(files: Sequence[os.PathLike | str]) -> None:

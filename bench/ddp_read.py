@@ -48,6 +48,7 @@ except ImportError:  # run from a checkout that is not installed
     sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
     from storebench import formats
 from storebench.formats import dataset_files
+from storebench.formats._fs import evict as drop_from_page_cache
 from storebench.workloads import (
     FETCHES,
     WORKLOADS,
@@ -108,12 +109,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def evict(path) -> None:
-    for f in dataset_files(path):
-        fd = os.open(f, os.O_RDONLY)
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
+    drop_from_page_cache(dataset_files(path))
 
 
 def main(argv=None) -> dict | None:

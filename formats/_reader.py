@@ -210,7 +210,9 @@ class Reader(ABC):
     def __len__(self) -> int:
         return self._n
 
-    def __getitem__(self, i: int) -> Sample:
+    def _position(self, i) -> int:
+        """``i`` as a position ``0 <= i < len(self)`` (negative counts from the end), with the
+        handles open in this process; TypeError for a non-integer, IndexError out of range."""
         if type(i) is not int:
             i = _as_index(i)
         n = self._n
@@ -220,9 +222,13 @@ class Reader(ABC):
             raise IndexError(f"{self.path}: index {i} out of range for {n} samples")
         if self._handles is None:
             self.handles
+        return i
+
+    def __getitem__(self, i: int) -> Sample:
+        i = self._position(i)
         if self.verify_reads:
-            return self._checked_read(int(i))
-        return self._read(int(i))
+            return self._checked_read(i)
+        return self._read(i)
 
     def read_batch(self, indices: Sequence[int] | np.ndarray) -> list[Sample]:
         """Samples at ``indices``, in the order asked (I/O may be reordered).
@@ -268,15 +274,7 @@ class Reader(ABC):
             (an IndexError) a wrong number of slices, a step other than 1, or
             bounds outside the image; it names the sample and the region.
         """
-        if type(i) is not int:
-            i = _as_index(i)
-        n = self._n
-        if i < 0:
-            i += n
-        if not 0 <= i < n:
-            raise IndexError(f"{self.path}: index {i} out of range for {n} samples")
-        if self._handles is None:
-            self.handles
+        i = self._position(i)
         if self.verify_reads or not self.format.partial_reads:
             return self._whole_region(i, region)
         shp = self._image_shape(i)

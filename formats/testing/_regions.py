@@ -2,7 +2,6 @@
 and a format that declares ``partial_reads`` reads from storage only what a region overlaps."""
 from __future__ import annotations
 
-import os
 import re
 import tempfile
 from pathlib import Path
@@ -15,6 +14,7 @@ from hypothesis import strategies as st
 from storebench.fixtures.strategies import regions, sample_lists
 
 from .. import RegionError, Sample, dataset_files
+from .._fs import evict
 from . import check_regions, volume_edge_samples
 from ._common import supported
 
@@ -30,16 +30,6 @@ def storage_read_bytes() -> int:
             if line.startswith("read_bytes:"):
                 return int(line.split()[1])
     raise OSError("/proc/self/io has no read_bytes line")
-
-
-def evict(files) -> None:
-    """Drop ``files`` from the page cache (clean pages; a written dataset is synced)."""
-    for p in files:
-        fd = os.open(p, os.O_RDONLY)
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
 
 
 def large_sample(fmt) -> tuple[Sample, tuple[slice, ...], tuple[slice, ...]] | None:
