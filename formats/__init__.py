@@ -23,7 +23,16 @@ from ._errors import ChecksumError, DatasetError, RegionError
 from ._fs import dataset_files, disk_usage
 from ._manifest import MANIFEST, read_manifest
 from ._region import check_region
-from ._registry import ENTRY_POINT_GROUP, available, get, missing_dependency, names, register, unavailable
+from ._registry import (
+    ENTRY_POINT_GROUP,
+    available,
+    from_id,
+    get,
+    missing_dependency,
+    names,
+    register,
+    unavailable,
+)
 from ._sample import (
     ALL_MODES,
     DTYPE_NAMES,
@@ -70,6 +79,7 @@ __all__ = [
     "dataset_files",
     "describe_modes",
     "disk_usage",
+    "from_id",
     "get",
     "make_sample",
     "missing_dependency",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import re
 import warnings
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -189,3 +190,68 @@ def get(name: str, **options: Any) -> Format:
     if name in _failed:
         raise ImportError(f"format {name!r} is unavailable: {_failed[name]}")
     raise KeyError(f"unknown format {name!r}; known: {', '.join(sorted(_targets))}")
+
+
+_ID = re.compile(r"\s*([A-Za-z_][\w.-]*)\s*(?:\[(.*)\])?\s*")
+
+
+def _id_value(text: str, default: Any, where: str) -> Any:
+    """An option value written in a format id, typed like the option's default."""
+    text = text.strip()
+    if isinstance(default, bool):
+        if text.lower() in ("true", "false"):
+            return text.lower() == "true"
+        raise ValueError(f"{where}: {text!r} is not true or false")
+    if isinstance(default, int):
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError(f"{where}: {text!r} is not a whole number") from None
+    if isinstance(default, float):
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"{where}: {text!r} is not a number") from None
+    if default is None:  # options defaulting to None take ints, None or text (hdf5's chunks)
+        if text == "None":
+            return None
+        try:
+            return int(text)
+        except ValueError:
+            return text
+    return text
+
+
+def from_id(fmt_id: str) -> Format:
+    """The format instance whose :attr:`Format.id` is ``fmt_id``: ``hdf5[gzip,level=2,layout=stack]``.
+
+    The inverse of the id rule: a bare value is the first constructor option,
+    ``name=value`` any other, values typed like the option's default.  Option
+    order does not matter; the instance's own id is the canonical spelling.
+    Raises ``KeyError`` (unknown format), ``ImportError`` (its library is
+    missing) or ``ValueError`` naming the id and the option it cannot take.
+    """
+    m = _ID.fullmatch(fmt_id)
+    if not m:
+        raise ValueError(f"format id {fmt_id!r}: expected name or name[option,key=value,...]")
+    name, body = m.group(1), m.group(2)
+    cls = type(get(name))
+    defaults = cls._option_defaults()
+    options: dict[str, Any] = {}
+    for pos, part in enumerate(p for p in (body or "").split(",") if p.strip()):
+        key, eq, value = part.partition("=")
+        if not eq:
+            if pos != 0 or not defaults:
+                raise ValueError(f"format id {fmt_id!r}: {part.strip()!r} needs a name (name=value); only the "
+                                 f"first option ({next(iter(defaults), 'none')}) may be given bare")
+            key, value = next(iter(defaults)), part
+        key = key.strip()
+        if key not in defaults:
+            raise ValueError(f"format id {fmt_id!r}: {name} has no option {key!r}; options: {', '.join(defaults)}")
+        if key in options:
+            raise ValueError(f"format id {fmt_id!r}: option {key!r} given twice")
+        options[key] = _id_value(value, defaults[key], f"format id {fmt_id!r}, option {key}")
+    try:
+        return cls(**options)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"format id {fmt_id!r}: {err}") from err

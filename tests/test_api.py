@@ -271,3 +271,20 @@ def test_readme_format_example_runs(scratch_registry, tmp_path, monkeypatch):
     assert fmt.id == "raw_zlib[1]"
     samples = [Sample(f"k{i}", np.full((3 + i, 4, 3), i, np.uint8), i, meta={"i": i}) for i in range(5)]
     check_roundtrip(fmt, samples, tmp_path / "ds", batch=[4, 0, 4])
+
+
+def test_from_id_rebuilds_every_variant_and_names_bad_options():
+    from storebench.formats.testing import format_params
+
+    for p in format_params(variants=True):
+        fmt = p.values[0]
+        if fmt is not None:
+            again = formats.from_id(fmt.id)
+            assert type(again) is type(fmt) and again.options == fmt.options, fmt.id
+    assert formats.from_id("hdf5[level=2, compression=gzip]").id == "hdf5[gzip,level=2]"
+    for bad, words in [("hdf5[gzip,gzip]", "needs a name"), ("hdf5[colour=red]", "no option 'colour'"),
+                       ("hdf5[chunk_kib=big]", "not a whole number"), ("hdf5[", "expected name")]:
+        with pytest.raises(ValueError, match=re.escape(words)):
+            formats.from_id(bad)
+    with pytest.raises(KeyError, match="unknown format"):
+        formats.from_id("nosuch[1]")

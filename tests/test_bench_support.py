@@ -756,3 +756,18 @@ def test_patch_rows_end_to_end(tmp_path):
     table = (tmp_path / "report" / "tables" / "patch.md").read_text()
     assert "patches/s (median)" in table and "patch 16x16" in table
     assert ("amplification" in table) == cold
+
+
+def test_formats_takes_any_format_id_with_options():
+    """An id outside bench_variants is built from its options (any order); a bad option is named."""
+    r = subprocess.run([sys.executable, "-m", "pytest", "bench/test_io.py", "--collect-only", "-q",
+                        "-p", "no:cacheprovider", "-k", "test_scan",
+                        "--formats", "hdf5[level=2,compression=gzip],npy[advise=normal]"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    ids = {line.split("[", 1)[1].rsplit("-cifar", 1)[0] for line in r.stdout.splitlines() if "test_scan[" in line}
+    assert ids == {"hdf5[gzip,level=2]", "npy[advise=normal]"}, r.stdout
+    r = subprocess.run([sys.executable, "-m", "pytest", "bench/test_io.py", "--collect-only", "-q",
+                        "-p", "no:cacheprovider", "--formats", "hdf5[gzip,colour=red]"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 4 and "no option 'colour'" in r.stderr, r.stdout + r.stderr
