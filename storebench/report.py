@@ -2,7 +2,8 @@
 
 Layout of the output directory::
 
-    report.md                 every table, the figures, where the numbers come from
+    report.md                 the ranked figures first, then every table, the other figures,
+                              where the numbers come from
     tables/<group>.md         one table per operation (write, open, scan, ...)
     tables/<group>.csv        the same rows, every column, full precision
     figures/<name>.png|svg    see :mod:`storebench.plots`
@@ -31,6 +32,17 @@ NOTE = ("Rates are medians over the timed rounds (n images / median round time);
         "pixel bytes, and peak RSS the largest of a round.")
 
 
+RANKED_PREFIX = "ranked_"
+RANKED_NOTE = ("One figure per operation: a bar per format of its median images/s (patches/s for patch reads) "
+               "at the largest n it was run at (marked beside the id where that is smaller than the panel's), "
+               "fastest on top, on a log axis. Formats on their default options are in the top panel, variants "
+               "(any other options) below, on the same axis. Each bar is labelled with its rate and its "
+               "efficiency against its own bound (the bound column of the tables). Where cold and warm rounds "
+               "were both run, each format has a bar per cache state. DataLoader bars are the largest "
+               "num_workers run, with persistent workers and the fork start method where those were run "
+               "(the figure's title names the setting).")
+
+
 def describe_run(run: Run) -> str:
     """One markdown line: the file, storebench version and commit, date, machine."""
     sb = run.storebench or {}
@@ -56,8 +68,16 @@ def describe_run(run: Run) -> str:
 
 def render_markdown(runs: Sequence[Run], tables: Sequence[Table], figures: Sequence[Path],
                     out: Path) -> str:
-    """The text of ``report.md``."""
-    lines = ["# storebench report", "", "Results:", ""]
+    """The text of ``report.md``: the ranked figures first, then the runs, the tables and the other figures."""
+    shown = [f for f in figures if f.suffix == ".svg"] or list(figures)  # one file type per figure
+    ranked = [f for f in shown if f.stem.startswith(RANKED_PREFIX)]
+    others = [f for f in shown if not f.stem.startswith(RANKED_PREFIX)]
+    lines = ["# storebench report", ""]
+    if ranked:
+        lines += ["## Fastest first", "", RANKED_NOTE, ""]
+        lines += [f"![{f.stem}]({f.relative_to(out).as_posix()})" for f in ranked]
+        lines.append("")
+    lines += ["Results:", ""]
     lines += [f"- {describe_run(run)}" for run in runs]
     lines += ["", NOTE, ""]
     for t in tables:
@@ -65,10 +85,9 @@ def render_markdown(runs: Sequence[Run], tables: Sequence[Table], figures: Seque
         if (cap := t.caption()):
             lines += [cap, ""]
         lines += [t.to_markdown()]
-    svg = [f for f in figures if f.suffix == ".svg"] or list(figures)
-    if svg:
+    if others:
         lines += ["## Figures", ""]
-        lines += [f"![{f.stem}]({f.relative_to(out).as_posix()})" for f in svg]
+        lines += [f"![{f.stem}]({f.relative_to(out).as_posix()})" for f in others]
         lines.append("")
     return "\n".join(lines)
 

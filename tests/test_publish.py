@@ -41,17 +41,44 @@ def raw(path: Path = SMALL) -> dict:
     return json.loads(path.read_text())
 
 
+def scale(b: dict, factor: float) -> dict:
+    """Benchmark ``b`` with every round time multiplied by ``factor`` (in place)."""
+    s = b["stats"]
+    for k in ("min", "max", "mean", "median", "q1", "q3", "iqr", "stddev", "ld15iqr", "hd15iqr", "total"):
+        s[k] *= factor
+    s["ops"] /= factor
+    s["data"] = [t * factor for t in s["data"]]
+    return b
+
+
 def scaled(tmp_path: Path, factor: float, *, name: str = "new.json", keep_data: bool = True) -> Path:
     """A copy of SMALL with every round time multiplied by ``factor``."""
     d = raw()
     for b in d["benchmarks"]:
-        s = b["stats"]
-        for k in ("min", "max", "mean", "median", "q1", "q3", "iqr", "stddev", "ld15iqr", "hd15iqr", "total"):
-            s[k] *= factor
-        s["ops"] /= factor
-        s["data"] = [t * factor for t in s["data"]]
+        scale(b, factor)
         if not keep_data:
-            del s["data"]
+            del b["stats"]["data"]
+    out = tmp_path / name
+    out.write_text(json.dumps(d))
+    return out
+
+
+def renamed(b: dict, old: str, new: str, **extra) -> dict:
+    """A copy of benchmark ``b`` whose name has ``new`` for ``old`` and whose extra_info has ``extra``."""
+    c = copy.deepcopy(b)
+    c["name"], c["fullname"] = (c[k].replace(old, new) for k in ("name", "fullname"))
+    c["extra_info"].update(extra)
+    return c
+
+
+def swept(tmp_path: Path, *, name: str = "swept.json") -> Path:
+    """SMALL with its scan rows swept over three sizes (the n=60 rows again as n=180, 3x the time)
+    and cold (the warm ones, 2x the time)."""
+    d = raw()
+    d["benchmarks"] += [scale(renamed(b, "n60", "n180", n=180), 3.0) for b in d["benchmarks"]
+                        if b["extra_info"]["n"] == 60 and b["group"] == "scan"]
+    d["benchmarks"] += [scale(renamed(b, "warm", "cold", cache="cold"), 2.0) for b in d["benchmarks"]
+                        if b["group"] == "scan"]
     out = tmp_path / name
     out.write_text(json.dumps(d))
     return out
@@ -94,23 +121,63 @@ def test_report_tables_equal_the_json_medians(tmp_path):
 
 
 def test_report_writes_every_table_and_figure(tmp_path):
-    written = write_report(load_all([SMALL]), tmp_path)
+    written = write_report(load_all([SMALL]), tmp_path, kinds=("svg",))  # PNG: see the rerun test
     names = {p.relative_to(tmp_path).as_posix() for p in written}
     for op in ("write", "open", "scan", "random", "batch", "loader", "bound"):
         assert {f"tables/{op}.md", f"tables/{op}.csv"} <= names
-    for fig in ("throughput", "read_write", "loader_workers", "disk_size"):
-        assert {f"figures/{fig}.png", f"figures/{fig}.svg"} <= names
+    ranked = [f"ranked_{op}" for op in ("scan", "random", "batch", "loader", "write")]
+    assert {f"figures/{fig}.svg" for fig in [*ranked, "loader_workers", "disk_size"]} <= names
+    # Two sizes: no line against n (throughput, read_write); the bars say it all.
+    assert not any(n.startswith(("figures/throughput", "figures/read_write")) for n in names)
     report = (tmp_path / "report.md").read_text()
-    assert "## scan" in report and "![throughput](figures/throughput.svg)" in report
+    images = re.findall(r"!\[([^]]+)\]\(figures/([^)]+)\)", report)
+    assert [stem for stem, _ in images[:len(ranked)]] == ranked  # the ranked figures come first ...
+    assert all(file.endswith(".svg") for _, file in images)
+    assert report.index("![ranked_scan]") < report.index("Results:") < report.index("## write")  # ... before all
+    assert "![loader_workers](figures/loader_workers.svg)" in report
+
+
+def test_ranked_bars_fastest_first_with_efficiency_cold_and_warm(tmp_path):
+    from storebench import plots
+
+    d = json.loads(swept(tmp_path).read_text())
+    # a default-options format, alphabetically first and 10x slower than npy: it must rank below npy
+    d["benchmarks"] += [scale(renamed(b, "npy", "aaslow", id="aaslow", format="aaslow"), 10.0)
+                        for b in d["benchmarks"] if b["extra_info"].get("id") == "npy"]
+    (tmp_path / "more.json").write_text(json.dumps(d))
+    runs = load_all([tmp_path / "more.json"])
+    rows = {(b.label, b.get("cache")): b for b in runs[0].benches if b.group == "scan" and b.n == 180}
+    with plots._drawing():
+        top, variants = plots.ranked(runs, plots.Styles([]), "scan").axes
+        loader = plots.ranked(runs, plots.Styles([]), "loader")
+    assert [t.get_text() for t in top.get_yticklabels()] == ["npy", "aaslow"]
+    assert [t.get_text() for t in variants.get_yticklabels()] == ["jpeg[75]"]
+    assert top.get_title(loc="left") == "default options, n = 180"
+    assert variants.get_title(loc="left") == "variants (other options), n = 180"
+    # a bar per cache state, warm above cold, each labelled with its rate and its efficiency
+    (warm, cold), _slow = top.patches[:2], top.patches[2:]
+    assert warm.get_y() < cold.get_y() and warm.get_width() > cold.get_width()
+    npy = rows[("npy", "warm")]
+    assert top.texts[0].get_text() == f"{plots._rate_text(npy.rate)} · {npy.get('efficiency'):.0%}"
+    assert [p.get_label() for p in top.figure.legends[0].get_patches()] == ["warm cache", "cold cache"]
+    # loader: the largest num_workers, named in the title
+    w2 = next(b for b in runs[0].benches if b.group == "loader" and b.label == "npy" and b.n == 60
+              and b.get("workers") == 2)
+    assert "num_workers = 2, fork start" in loader._suptitle.get_text()
+    assert loader.axes[0].texts[0].get_text() == plots._rate_text(w2.rate)
 
 
 def test_figures_open_and_a_rerun_gives_identical_bytes(tmp_path):
     from PIL import Image
 
-    write_report(load_all([SMALL]), tmp_path / "here", kinds=("svg", "png"))  # the other order
+    results = swept(tmp_path)  # three sizes, cold and warm: every figure is drawn
+    written = write_report(load_all([results]), tmp_path / "here", kinds=("svg", "png"))  # the other order
+    stems = {p.stem for p in written if p.parent.name == "figures"}
+    assert {"ranked_scan", "ranked_loader", "ranked_write", "throughput", "read_write", "loader_workers",
+            "disk_size"} <= stems  # a line plot for scan, the one operation swept over three sizes
     code = ("import sys; from storebench.report import write_report; from storebench.results import load_all; "
             "write_report(load_all([sys.argv[1]]), sys.argv[2])")
-    subprocess.run([sys.executable, "-c", code, str(SMALL), str(tmp_path / "there")], check=True)
+    subprocess.run([sys.executable, "-c", code, str(results), str(tmp_path / "there")], check=True)
     assert tree_bytes(tmp_path / "here") == tree_bytes(tmp_path / "there")
     for p in sorted((tmp_path / "here" / "figures").iterdir()):
         if p.suffix == ".png":
@@ -121,6 +188,60 @@ def test_figures_open_and_a_rerun_gives_identical_bytes(tmp_path):
             root = ET.parse(p).getroot()
             assert root.tag == "{http://www.w3.org/2000/svg}svg"
             assert b"<dc:date>" not in p.read_bytes()  # no date: the bytes do not depend on when
+
+
+def claim_results():
+    """A claim holding at two settings, one not measured, a correctness claim and an at-most claim."""
+    from storebench.claims import CLAIMS, FAILS, HOLDS, NOT_MEASURED, ClaimResult, Outcome
+
+    claims = {c.id: c for c in CLAIMS}
+    two, absent, correct, at_most = (claims[i] for i in ("000b-2", "003c", "002b", "004"))
+    return [
+        ClaimResult(two, tuple(Outcome({"n": 512, "workers": w}, r, r / 1.1, r * 1.1, v)
+                               for w, r, v in ((2, 1.05, HOLDS), (4, 1.6, FAILS))),
+                    "depends on workers", ("workers",)),
+        ClaimResult(absent, (), NOT_MEASURED, why="no rows of op=scan in the results"),
+        ClaimResult(correct, (Outcome({}, None, None, None, HOLDS, "shared handle: 3 of 40 reads failed"),), HOLDS),
+        ClaimResult(at_most, (Outcome({"cache": "cold"}, 1.3, 1.3, 1.3, HOLDS),), HOLDS),
+    ]
+
+
+def test_claims_figure_is_byte_stable_and_draws_every_kind_of_row(tmp_path):
+    from PIL import Image
+
+    from storebench import plots
+
+    results = claim_results()
+    here = plots.claims_figure(results, tmp_path / "here", kinds=("svg", "png"))
+    there = plots.claims_figure(results, tmp_path / "there")
+    assert sorted(p.name for p in here) == sorted(p.name for p in there) == ["claims.png", "claims.svg"]
+    assert tree_bytes(tmp_path / "here") == tree_bytes(tmp_path / "there")
+    with Image.open(tmp_path / "here" / "claims.png") as im:
+        im.verify()
+    assert plots.claims_figure([], tmp_path / "none") == [] and not (tmp_path / "none").exists()
+
+    with plots._drawing():
+        ax = plots._claims(results).axes[0]
+    assert ax.get_xscale() == "log"
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert [lab.split(":")[0] for lab in labels] == ["000b-2", "003c", "002b", "004"]  # top to bottom, as given
+    centre = dict(zip(labels, ax.get_yticks()))
+    texts = {t.get_text(): t for t in ax.texts}
+    # markers: two on the first row (one per setting, labelled, coloured by its verdict), one on 004's
+    points = [(float(line.get_xdata()[0]), float(line.get_ydata()[0]), line.get_color())
+              for line in ax.lines if line.get_marker() == "o"]
+    assert sorted(x for x, _, _ in points) == [1.05, 1.3, 1.6]
+    assert {c for x, _, c in points if x == 1.6} == {plots.verdict_color("does not hold")}
+    assert {"workers 2", "workers 4"} <= texts.keys()
+    rows_with_marker = {min(centre, key=lambda lab: abs(centre[lab] - y)).split(":")[0] for _, y, _ in points}
+    assert rows_with_marker == {"000b-2", "004"}
+    # text instead of a marker: not measured (with why), the correctness test's outcome
+    assert "not measured: no rows of op=scan in the results" in texts
+    assert "correctness test: holds (shared handle: 3 of 40 reads failed)" in texts
+    assert texts["depends on workers"].get_color() == plots.verdict_color("depends on workers")
+    # 004's limit and notebook figure; 000b-2's notebook figure
+    assert any(line.get_linestyle() == ":" and list(line.get_xdata()) == [2.0, 2.0] for line in ax.lines)
+    assert sorted(float(line.get_xdata()[0]) for line in ax.lines if line.get_marker() == "D") == [1.0, 1.0]
 
 
 def test_plain_pytest_benchmark_json_shows_times_with_a_warning(tmp_path):
@@ -267,7 +388,7 @@ def test_bundle_is_self_contained(tmp_path, capsys):
     out = tmp_path / "paper"
     assert main(["bundle", "--out", str(out), str(SMALL)]) == 0
     assert (out / "results" / SMALL.name).read_bytes() == SMALL.read_bytes()
-    for name in ("README.md", "report.md", "tables/scan.csv", "figures/throughput.svg", "machine.json",
+    for name in ("README.md", "report.md", "tables/scan.csv", "figures/ranked_scan.svg", "machine.json",
                  "datasets.csv", "command.txt", "environment/pip-freeze.txt", "SHA256SUMS"):
         assert (out / name).is_file(), name
     if (ROOT / "constraints.txt").is_file():
