@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.storebench-installed
 PYTEST_ARGS ?=
 
-.PHONY: test bench venv lint golden lock clean tox-ci
+.PHONY: test bench claims venv lint golden lock clean tox-ci
 
 # (Re)install when the project's requirements change; the lock pins every version.
 $(STAMP): pyproject.toml constraints.txt
@@ -29,8 +29,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-# The test suite on the oldest and newest supported Pythons (CI runs this after `make test`),
-# the two environments side by side: one core each, half the wall time of one after the other.
+# The test suite on the oldest and newest supported Pythons (CI runs this beside `make test`),
+# the two environments side by side: a pytest process keeps one core busy at a time.
 # Other Pythons run each format's default options; every bench variant ran on 3.11 in `make test`.
 tox-ci: $(STAMP)
 	STOREBENCH_FORMAT_VARIANTS=defaults $(BIN)/tox run-parallel -e py310,py313 --parallel 2 --parallel-live -- tests
@@ -38,6 +38,12 @@ tox-ci: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m pytest bench --benchmark-enable --benchmark-autosave --benchmark-save-data \
 		--benchmark-columns=median,iqr,ops,rounds --benchmark-sort=fullname $(PYTEST_ARGS)
+
+# The notebooks' claims: exactly the benchmark scenarios they need, then claims.md, claims.csv and the
+# claims figure in results/claims/ (under 30 minutes here; SCALE=notebook: the notebooks' own sizes).
+SCALE ?= default
+claims: $(STAMP)
+	$(BIN)/storebench run --claims --scale $(SCALE) --out results/claims
 
 # Rewrite the committed golden datasets (only when a format's on-disk layout changes on purpose).
 golden: $(STAMP)

@@ -4,6 +4,8 @@ Subcommands each have ``--help``:
 
 * ``run [pytest args]``: the benchmark suite, saved with raw round times;
 * ``report RESULTS.json... --out DIR``: tables and figures;
+* ``run --claims [ID...]``: exactly the scenarios the notebooks' claims need, then their verdicts;
+* ``claims RESULTS.json... --out DIR``: the claims' ratios and verdicts (claims.md, claims.csv, a figure);
 * ``compare OLD.json NEW.json``: ratios of medians with bootstrap intervals;
 * ``bundle --out DIR [RESULTS.json...]``: a self-contained folder for a paper;
 * ``generate --preset P --n N --out DIR``: write a preset dataset in a format;
@@ -91,6 +93,89 @@ def run_bench(pytest_args: Sequence[str]) -> int:
         return proc.wait()
     except KeyboardInterrupt:  # pytest got the signal too: let it print its summary
         return proc.wait()
+
+
+CLAIMS_OUT = "results/claims"
+
+
+def _claims_run_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="storebench run --claims",
+                description="Runs the benchmark scenarios the claims need (each `pytest bench ... "
+                "--benchmark-json OUT/<scenario>.json`), then `storebench claims` on their results. "
+                "Arguments after -- go to every pytest run.")
+    p.add_argument("--claims", nargs="*", metavar="ID", required=True,
+                   help="claim ids or prefixes (000a, 003a, ...); none: every claim")
+    p.add_argument("--scale", choices=("default", "notebook"), default="default",
+                   help="default: sizes that finish in under 30 minutes on 2 cores; notebook: the notebooks' own "
+                        "sizes and worker counts")
+    p.add_argument("--out", default=CLAIMS_OUT, metavar="DIR", help=f"results and claims (default {CLAIMS_OUT})")
+    p.add_argument("--figures", default="png,svg", metavar="KINDS", help="claims figure file types, or none")
+    return p
+
+
+def run_claims(argv: Sequence[str]) -> int:
+    """``storebench run --claims [ID...] [--scale S] [--out DIR] [-- pytest args]``."""
+    from .claims import claim_scenarios, get_claims
+
+    argv = list(argv)
+    extra: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, extra = argv[:cut], argv[cut + 1:]
+    args = _claims_run_parser().parse_args(argv)
+    try:
+        claims = get_claims(args.claims or None)
+    except KeyError as err:
+        raise CommandError(str(err).strip('"')) from None
+    kinds = _figure_kinds(args.figures)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    root = _bench_root()
+    status, results = 0, []
+    for sc in claim_scenarios(claims):
+        dest = (out / f"{sc.name}.json").resolve()
+        dest.unlink(missing_ok=True)
+        cmd = [sys.executable, "-m", "pytest", *sc.pytest_args(args.scale), "--benchmark-enable",
+               "--benchmark-save-data", f"--benchmark-json={dest}", "-p", "no:cacheprovider", *extra]
+        print(f"storebench run --claims: scenario {sc.name}: {shlex.join(cmd)}", file=sys.stderr, flush=True)
+        rc = subprocess.call(cmd, cwd=root)
+        if rc not in (0, 5):  # 5: nothing collected (e.g. every row skipped): its claims are not measured
+            status = status or rc
+        if dest.is_file():
+            results.append(str(dest))
+    if not results:
+        raise CommandError("no scenario wrote results")
+    return _write_claims(results, out, kinds, claims) or status
+
+
+def _write_claims(paths: Sequence[str], out: Path, kinds: Sequence[str], claims=None) -> int:
+    from .claims import NOT_MEASURED, evaluate, write_claims
+
+    runs = _load(paths)
+    results = evaluate(runs, claims)
+    figure = None
+    if kinds:
+        from .plots import claims_figure
+
+        def figure(res, folder):
+            return claims_figure(res, folder, kinds)
+    written = write_claims(results, out, runs, figure=figure)
+    width = max(len(r.claim.id) for r in results)
+    for r in results:
+        line = r.verdict if r.verdict != NOT_MEASURED else f"{NOT_MEASURED}: {r.why}"
+        print(f"{r.claim.id:<{width}}  {r.ours if r.measured else '':<28}  {line}")
+    print(f"{out}: {', '.join(p.name for p in written)}")
+    return 0
+
+
+def _cmd_claims(args: argparse.Namespace) -> int:
+    from .claims import get_claims
+
+    try:
+        claims = get_claims(args.only) if args.only else None
+    except KeyError as err:
+        raise CommandError(str(err).strip('"')) from None
+    return _write_claims(args.results, Path(args.out), _figure_kinds(args.figures), claims)
 
 
 # --------------------------------------------------------------------------- report, compare, bundle
@@ -284,6 +369,17 @@ def build_parser() -> argparse.ArgumentParser:
                        "Exit status: pytest's.")
     p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="passed to pytest as they are")
 
+    p = sub.add_parser("claims", help="the notebooks' claims: ratios, intervals and verdicts from result JSON",
+                       description="Writes claims.md, claims.csv and the claims figure into DIR. A claim whose rows "
+                       "are missing is 'not measured', with the reason. `storebench run --claims` runs the "
+                       "scenarios first.")
+    p.add_argument("results", nargs="+", metavar="RESULTS.json")
+    p.add_argument("--out", default=CLAIMS_OUT, metavar="DIR", help=f"output folder (default {CLAIMS_OUT})")
+    p.add_argument("--only", nargs="+", metavar="ID", help="these claims (ids or prefixes) only")
+    p.add_argument("--figures", default="png,svg", metavar="KINDS",
+                   help="figure file types: png, svg, both (default png,svg) or none")
+    p.set_defaults(func=_cmd_claims)
+
     p = sub.add_parser("report", help="tables (markdown, CSV) and figures from result JSON",
                        description="Writes report.md, tables/<operation>.md|csv and "
                        "figures/<name>.png|svg into DIR. Rerunning gives identical files.")
@@ -364,6 +460,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
+    if argv[:1] == ["run"] and "--claims" in argv[1:argv.index("--") if "--" in argv else None]:
+        try:
+            with _warnings_to_stderr():
+                return run_claims(argv[1:])
+        except (CommandError, ResultsError) as err:
+            print(f"storebench run --claims: error: {_one_line(err)}", file=sys.stderr)
+            return 2
     if argv[:1] == ["run"] and not {"-h", "--help"} & set(argv[1:2]):
         try:  # pytest's options go through untouched, so no argparse here
             return run_bench(argv[1:])
