@@ -13,8 +13,11 @@ Groups (ids read ``test_workload[npy-cifar-n1000-classify-aug-w2]``):
   preprocessed copy in the same format; extra_info has the epoch time, the
   one-time preprocessing time and ``total_s`` for ``folds`` x ``epochs``.
 * ``fetch``: how a Dataset gets samples out of the store (no workload):
-  ``reopen`` the store per item, ``item`` reads from one open reader,
-  ``batch`` one ``read_batch`` per batch through ``__getitems__``.
+  ``reopen`` the store in every ``__getitem__``, ``item`` reads from one
+  reader per process (opened once per worker), ``batch`` one ``read_batch``
+  per batch through ``__getitems__``, ``lookup`` as ``item`` after the APTOS
+  notebook's O(N) ``np.where(names == name)`` per item (see
+  :class:`storebench.workloads.WorkloadDataset`); extra_info ``fetch`` names it.
 * ``gpu``: classify-aug batches to CUDA, ``pin_memory`` on and off,
   ``.to("cuda", non_blocking=True)`` and a synchronize before the clock
   stops; skipped without CUDA.

@@ -2,8 +2,17 @@
 
 ``data.mdb`` maps each position (8-byte big-endian, so cursor order is write
 order) to the sample as a :mod:`storebench.formats._record` blob (no pickle); a last
-record holds the key list for ``get(key)``.  Readers open it read-only and
+record holds the key list (JSON) for ``get(key)``.  Readers open it read-only and
 lock-free; ``r[i]`` is one B-tree lookup in a long-lived read transaction.
+
+``encoding="pickle"`` (id ``lmdb[pickle]``) is the notebook's layout, as in Real
+Python's "Three ways of storing and accessing lots of images in Python": keys
+``f"{i:08}".encode("ascii")`` and values ``pickle.dumps`` (protocol 5) of a plain
+dict ``{"image", "label", "boxes", "box_labels", "meta", "key"}`` (NumPy arrays,
+an int, a str and a dict), so ``pickle.loads(txn.get(b"00000012"))`` reads one.
+It is there to measure that idiom; **unpickling executes code**: never open an
+untrusted ``lmdb[pickle]`` dataset (one you did not write yourself).  Its keys
+keep write order up to 10**8 samples, more are refused.
 
 Pick it for fast random reads of many small samples from one file (the
 Caffe / PyTorch-ImageNet layout).  Caveats: no compression, records round up
@@ -18,8 +27,10 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import struct
 import threading
+from functools import partial
 from itertools import islice
 from pathlib import Path
 
@@ -27,7 +38,7 @@ import lmdb
 import numpy as np
 
 from ._api import DatasetError, Format, Reader
-from ._bound import Bound, BoundInput, BoundRun
+from ._bound import Bound, BoundInput, BoundRun, named
 from ._fs import dataset_files
 from ._mmap import RssBudget, find_mapping
 from ._record import RecordError, decode, encode
@@ -37,15 +48,54 @@ FILE = "data.mdb"
 KEYS = b"\xffkeys"  # sorts after every position key
 BATCH_BYTES, BATCH_SAMPLES = 64 << 20, 1000  # per write transaction
 _pos = struct.Struct(">Q").pack
+ENCODINGS = ("record", "pickle")
+PICKLE_PROTOCOL = 5  # as the pickle and shelve formats; Python's default is 4 up to 3.13
+MAX_PICKLED = 10 ** 8  # f"{i:08}" keys sort in write order below this
+FIELDS = ("image", "label", "boxes", "box_labels", "meta", "key")
+
+
+def _ascii_key(i: int) -> bytes:
+    """The key of position ``i`` in ``encoding="pickle"``: Real Python's ``f"{i:08}"``."""
+    return f"{i:08}".encode("ascii")
+
+
+def _pickled(s) -> bytes:
+    """``pickle.dumps`` of sample ``s`` as a plain dict (no storebench class is named)."""
+    return pickle.dumps({"image": np.asarray(s.image), "label": int(s.label), "boxes": np.asarray(s.boxes),
+                         "box_labels": np.asarray(s.box_labels), "meta": dict(s.meta), "key": str(s.key)},
+                        protocol=PICKLE_PROTOCOL)  # plain types: a memory map's image pickles as an ndarray
+
+
+def _unpickled(value: bytes):
+    """The Sample of a pickled dict; TypeError, ValueError or whatever unpickling raises if damaged."""
+    d = pickle.loads(value)
+    if type(d) is not dict or set(d) != set(FIELDS):
+        raise ValueError(f"not a dict of {', '.join(FIELDS)}")
+    img = d["image"]
+    if type(img) is not np.ndarray or type(d["key"]) is not str or type(d["label"]) is not int:
+        raise ValueError("image, key or label of the wrong type")
+    return make_sample(d["key"], img, d["label"], d["boxes"], d["box_labels"], d["meta"])
 
 
 class LMDB(Format):
     name = "lmdb"
     libraries = ("lmdb",)
+    bench_variants = ({}, {"encoding": "pickle"})
+
+    def __init__(self, encoding: str = "record"):
+        if encoding not in ENCODINGS:
+            raise ValueError(f"encoding: must be one of {', '.join(ENCODINGS)}, got {encoding!r}")
+        self.encoding = encoding
+
+    @property
+    def executes_code(self) -> bool:  # type: ignore[override]  # a property where the base has a class attribute
+        """True for ``encoding="pickle"``: reading unpickles (trusted datasets only)."""
+        return self.encoding == "pickle"
 
     @property
     def bound(self) -> Bound:
-        return Bound("bare-lmdb", bare_lmdb)
+        """bare-lmdb: ``txn.get`` of raw pixels; ``bare-lmdb[pickle]``: ``txn.get`` + ``pickle.loads``."""
+        return Bound(named("bare-lmdb", self), partial(bare_lmdb, pickled=self.encoding == "pickle"))
 
     @classmethod
     def library_versions(cls):
@@ -58,10 +108,14 @@ class LMDB(Format):
         env = lmdb.open(str(root / FILE), subdir=False, map_size=64 << 20,  # grows when full
                         lock=False, sync=False, metasync=False)  # a private dir; the base class fsyncs
         keys, batch, nbytes = [], [], 0
+        key_of, value_of = (_ascii_key, _pickled) if self.encoding == "pickle" else (_pos, encode)
         try:
             for i, s in enumerate(samples):
+                if i == MAX_PICKLED and self.encoding == "pickle":
+                    raise ValueError(f"key {s.key!r}: lmdb[pickle] holds at most {MAX_PICKLED} samples "
+                                     "(its 8-digit keys would no longer sort in write order)")
                 keys.append(s.key)
-                batch.append((_pos(i), encode(s)))
+                batch.append((key_of(i), value_of(s)))
                 nbytes += len(batch[-1][1])
                 if nbytes >= BATCH_BYTES or len(batch) >= BATCH_SAMPLES:
                     _commit(env, batch)
@@ -120,6 +174,8 @@ class LMDBReader(Reader):
                                f" needs {used * stat['psize']} bytes and {self._n} records (truncated?)")
         self._txn = txn
         self._budget = RssBudget(*find_mapping(path))
+        pickled = self.format.encoding == "pickle"
+        self._key, self._decode = (_ascii_key, _unpickled) if pickled else (_pos, decode)
         return handles
 
     def _close_handles(self, handles):
@@ -133,14 +189,24 @@ class LMDBReader(Reader):
                 del _envs[file_id]
                 env.close()
 
+    def _sample(self, i, value):
+        try:
+            return self._decode(value)
+        except RecordError as err:
+            raise DatasetError(self.path, f"sample {i} is damaged: {err}") from err
+        except Exception as err:  # damaged bytes can make pickle raise nearly anything
+            if self._decode is decode:
+                raise
+            raise DatasetError(self.path, f"{FILE}: sample {i} does not unpickle: {err!r}") from err
+
     def _read(self, i):
         try:
             with self._lock:  # an LMDB transaction serves one thread at a time
-                value = self._txn.get(_pos(i), b"")
-            self._budget.charge_random(len(value))
-            return decode(value)
-        except (RecordError, lmdb.Error) as err:
+                value = self._txn.get(self._key(i), b"")
+        except lmdb.Error as err:
             raise DatasetError(self.path, f"sample {i} is damaged: {err}") from err
+        self._budget.charge_random(len(value))
+        return self._sample(i, value)
 
     def _read_many(self, indices):
         todo = np.unique(indices).tolist()  # key order: neighbouring pages
@@ -156,9 +222,9 @@ class LMDBReader(Reader):
             txn = self._handles[1].begin(buffers=False)
             for value in islice(txn.cursor().iternext(keys=False), self._n):
                 charge(len(value))
-                yield decode(value)
+                yield self._sample(i, value)
                 i += 1
-        except (RecordError, lmdb.Error) as err:
+        except lmdb.Error as err:
             raise DatasetError(self.path, f"sample {i} is damaged: {err}") from err
 
     def _keys(self):
@@ -179,10 +245,14 @@ LMDB.reader = LMDBReader
 # --------------------------------------------------------------------------- bound
 
 
-def bare_lmdb(c: BoundInput) -> BoundRun:
+def bare_lmdb(c: BoundInput, pickled: bool = False) -> BoundRun:
     """``txn.get`` + ``np.frombuffer`` + Sample on an LMDB environment of the pool's raw
-    pixels under 8-byte keys; a scan walks a cursor."""
+    pixels under 8-byte keys; a scan walks a cursor.  ``pickled``: ``txn.get`` +
+    ``pickle.loads`` + Sample on one of the pool's samples pickled as ``encoding="pickle"``
+    stores them (dicts under ``f"{i:08}"`` keys)."""
     pool, touch = c.pool, c.touch
+    if pickled:
+        return _bare_pickled(c)
 
     def make(tmp: Path):
         nbytes = sum(a[1].nbytes + 64 for a in pool.args)
@@ -223,5 +293,49 @@ def bare_lmdb(c: BoundInput) -> BoundRun:
                     dt, sh = spec[i]
                     key, label, boxes, bl, mt = meta[i]
                     touch(make_sample(key, frombuffer(get(keys[i]), dt).reshape(sh), label, boxes, bl, mt).image)
+            return len(idx)
+    return BoundRun(run, env.close, dataset_files(path))
+
+
+def _bare_pickled(c: BoundInput) -> BoundRun:
+    pool, touch, loads = c.pool, c.touch, pickle.loads
+
+    def make(tmp: Path):
+        nbytes = sum(a[1].nbytes + 4096 for a in pool.args)  # a pickled dict's fields fit in a page
+        with lmdb.open(str(tmp), map_size=2 * nbytes + (64 << 20), subdir=True) as env:
+            with env.begin(write=True) as txn:
+                for i, a in enumerate(pool.args):
+                    txn.put(_ascii_key(i), _pickled(pool.sample(i, a[1])))
+            env.sync(True)
+
+    path = c.store("bare-pickle.lmdb", make)
+    env = lmdb.open(str(path), readonly=True, lock=False, readahead=False, subdir=True)
+    keys = [_ascii_key(i) for i in range(pool.m)]
+
+    def sample(value: bytes):
+        d = loads(value)
+        return make_sample(d["key"], d["image"], d["label"], d["boxes"], d["box_labels"], d["meta"])
+
+    if c.op == "scan":
+        n, m = len(c.order), pool.m
+
+        def run():
+            k = 0
+            with env.begin() as txn:
+                while k < n:
+                    for i, (_key, v) in enumerate(txn.cursor()):
+                        touch(sample(v).image)
+                        k += 1
+                        if k == n or i == m - 1:
+                            break
+            return k
+    else:
+        idx = c.idx
+
+        def run():
+            with env.begin() as txn:
+                get = txn.get
+                for i in idx:
+                    touch(sample(get(keys[i])).image)
             return len(idx)
     return BoundRun(run, env.close, dataset_files(path))

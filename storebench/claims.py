@@ -220,7 +220,7 @@ _APTOS = "fundus[side=256]"
 _STACK_IMAGE = "hdf5[gzip,level=2,layout=stack,chunks=image]"
 _STACK_AUTO = "hdf5[gzip,level=2,layout=stack,chunks=auto]"
 _STACK_NONE = "hdf5[layout=stack,chunks=none]"
-_LMDB_PICKLE = "lmdb[encoding=pickle]"
+_LMDB_PICKLE = "lmdb[pickle]"
 
 SCENARIOS: Mapping[str, Scenario] = {s.name: s for s in (
     Scenario("vinbig-fetch", ("bench/test_workloads.py::test_fetch", "--formats", "shelve,png", "--preset", _VINBIG,

@@ -45,7 +45,11 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     for path in args.paths:
         try:
             manifest = formats.read_manifest(Path(path))
-            if getattr(formats.available().get(manifest["format"]), "executes_code", False):
+            try:  # an option may decide it (lmdb's encoding): ask the instance the manifest describes
+                unpickles = formats.get(manifest["format"], **manifest.get("options", {})).executes_code
+            except (KeyError, TypeError, ValueError):
+                unpickles = False
+            if unpickles:
                 print(f"warning: {path} is a {manifest['format']} dataset: reading it unpickles "
                       "Python objects, which can run arbitrary code. Only verify datasets you trust.",
                       file=sys.stderr)

@@ -648,26 +648,58 @@ def get_workload(name: str, **options) -> Workload:
 # --------------------------------------------------------------------------- DataLoader glue
 
 
-FETCHES = ("reopen", "item", "batch")
+#: How :class:`WorkloadDataset` gets samples out of the store (its ``fetch``).
+FETCHES = ("reopen", "item", "batch", "lookup")
 
 
 class WorkloadDataset:
     """A map-style dataset for ``torch.utils.data.DataLoader``: a reader plus a workload.
 
-    ``fetch`` is how samples leave the store: ``"reopen"`` opens the dataset
-    for every item (the naive ``__getitem__``), ``"item"`` reads items from
-    one reader opened once per process, ``"batch"`` reads a whole batch with
-    one ``read_batch`` (DataLoader calls ``__getitems__``).  The reader
-    pickles as its path, so workers under fork, spawn and forkserver reopen it.
+    ``fetch`` is how samples leave the store:
+
+    * ``"reopen"``: every ``__getitem__`` opens the dataset, reads item ``i``
+      and closes it again (the naive ``with h5py.File(path) as f:`` inside
+      ``__getitem__``): one open per item, in whichever process runs it.
+    * ``"item"``: one ``reader[i]`` per ``__getitem__`` from one reader per
+      process: the dataset holds the reader, which pickles as its path, so
+      each DataLoader worker opens it once (on its first item, under fork,
+      spawn and forkserver alike) and keeps it for its life.
+    * ``"batch"``: one ``read_batch`` per batch through ``__getitems__``
+      (which DataLoader calls when a dataset has it), same reader per process.
+    * ``"lookup"``: ``"item"`` behind the APTOS notebook's name lookup: item
+      ``i``'s name is looked up among *all* the names,
+      ``np.where(names == name)[0][0]`` (O(N) per item), and that position is
+      read.  ``names`` are the dataset's keys, an object array (as a pandas
+      column's ``.values``), read once per process.
     """
 
     def __init__(self, reader, workload: Workload | None = None, *, fetch: str = "batch"):
         if fetch not in FETCHES:
             raise ValueError(f"fetch: {fetch!r}, choose from {', '.join(FETCHES)}")
         self.reader, self.workload, self.fetch = reader, workload, fetch
+        self._names: tuple[int, np.ndarray] | None = None  # (pid, the keys), for "lookup"
 
     def __len__(self):
         return len(self.reader)
+
+    def names(self) -> np.ndarray:
+        """The dataset's keys as an object array, read once per process (``fetch="lookup"``)."""
+        pid = os.getpid()
+        if self._names is None or self._names[0] != pid:
+            keys = self.reader.keys()
+            names = np.empty(len(keys), object)
+            names[:] = keys
+            self._names = (pid, names)
+        return self._names[1]
+
+    def lookup(self, i: int) -> int:
+        """Item ``i``'s position found by its name, as the APTOS notebook: a scan of every name."""
+        names = self.names()
+        name = names[i]
+        return int(np.where(names == name)[0][0])
+
+    def __getstate__(self):  # the names are read again in each process, not shipped to workers
+        return {**self.__dict__, "_names": None}
 
     def _read(self, i):
         wl = self.workload
@@ -676,6 +708,8 @@ class WorkloadDataset:
             r = self.reader
             with r.format.open(r.path) as fresh:
                 return wl.read(fresh, i) if wl is not None and reads else fresh[i]
+        if self.fetch == "lookup":
+            i = self.lookup(i)
         return wl.read(self.reader, i) if wl is not None and reads else self.reader[i]
 
     def __getitem__(self, i):

@@ -122,7 +122,7 @@ def test_counted_quantities_compare_exactly(tmp_path):
 
 
 def test_growing_gap_is_judged_from_the_smallest_and_largest_n(tmp_path):
-    lm = "lmdb[encoding=pickle]"
+    lm = "lmdb[pickle]"
     rows = [_write_row(lm, 10, FAST), _write_row("png", 10, [2 * t for t in FAST]),
             _write_row(lm, 1000, FAST), _write_row("png", 1000, [8 * t for t in FAST])]
     r = _result(_write(tmp_path, rows), "003b-grows")

@@ -260,6 +260,45 @@ def test_xray_properties():
     assert len({s.image.shape for s in ss}) == len(ss)
 
 
+# dataset_checksum(make_dataset(spec, 3)) before fundus took side and xray took bits: the defaults
+# must not change (PRESET_VERSION and cached datasets key on them).
+_BEFORE_OPTIONS = {
+    "fundus": "53fccbe4b963e8ea67e0df8508de01489268c06b6f986cc453f106a52f26fc3c",
+    "xray": "6640b4d52e50ba599bf0a104616bdbabdff17327ade92983e53cef5bae58d4cf",
+    "xray[side=256-512]": "6f7b1bf001ee5d1d4712c10c39ae065b2e3af133d0a400a4afc6ef24bf009d8e",
+}
+
+
+@pytest.mark.parametrize("spec", _BEFORE_OPTIONS)
+def test_new_options_leave_the_defaults_unchanged(spec):
+    assert dataset_checksum(make_dataset(spec, 3)) == _BEFORE_OPTIONS[spec]
+    assert presets_module.PRESET_VERSION == 2
+
+
+def test_fundus_fixed_side_and_xray_bits():
+    assert preset_id("fundus[side=256-256]") == "fundus[side=256]" == preset_id("fundus", side=256)
+    assert preset_id("fundus", side=(384, 768)) == "fundus"
+    assert preset_id("xray[side=600-750,bits=8]") == "xray[side=600-750,bits=8]"
+    assert preset_id("xray", bits=12) == "xray"
+    for i in range(3):  # the APTOS notebook's fixed shape; the rest of the sample as at the default size
+        small, default = make_sample("fundus[side=256]", i), make_sample("fundus", i)
+        assert small.image.shape == (256, 256, 3) and small.image.dtype == np.uint8
+        assert (small.label, small.meta) == (default.label, default.meta)
+    spread = {make_sample("fundus[side=100-900]", i).image.shape[0] for i in range(6)}
+    assert len(spread) > 1 and all(100 <= h <= 900 for h in spread)
+    for bits, dtype in ((8, np.uint8), (10, np.uint16), (16, np.uint16)):
+        eight = make_sample("xray[side=64-96]", 1, bits=bits)
+        twelve = make_sample("xray[side=64-96]", 1)
+        assert eight.image.dtype == dtype and eight.image.shape == twelve.image.shape
+        assert int(eight.image.max()) <= 2 ** bits - 1 and int(eight.image.max()) > 2 ** (bits - 1)
+        assert np.corrcoef(eight.image.ravel(), twelve.image.ravel())[0, 1] > 0.999  # the same image
+        assert (eight.label, eight.meta, eight.boxes.tolist()) == (twelve.label, twelve.meta, twelve.boxes.tolist())
+    with pytest.raises(ValueError, match="option bits: takes one value"):
+        make_dataset("xray[bits=8-12]", 1)
+    with pytest.raises(ValueError, match=r"option bits: need 8 <= lo"):
+        make_dataset("xray", 1, bits=7)
+
+
 def _fractions(hu: np.ndarray, ranges: dict[str, tuple[int, int]]) -> dict[str, float]:
     return {k: float(((hu >= lo) & (hu <= hi)).mean()) for k, (lo, hi) in ranges.items()}
 

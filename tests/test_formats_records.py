@@ -4,8 +4,8 @@ For pickle, shelve, sqlite, lmdb, tfrecord, parquet, tar and zip: an int16
 ``(D, H, W, 1)`` CT volume in Hounsfield units (with ``(N, 6)`` lesion boxes,
 and one volume without) written by storebench is read by the format's own
 library (``pickle.load``, ``shelve.open``, ``sqlite3`` and ``lmdb`` with our
-record decoder, ``tfrecord``'s reader, ``pyarrow.parquet``, ``tarfile`` with
-``np.load``, ``zipfile``) to the same pixels and boxes.  Each format's bound
+record decoder, or ``pickle.loads`` for ``lmdb[pickle]``, ``tfrecord``'s reader,
+``pyarrow.parquet``, ``tarfile`` with ``np.load``, ``zipfile``) to the same pixels and boxes.  Each format's bound
 builds the same Samples its reader returns for volumes and for int16 and
 float32 images, and tar puts only uint8 2-D images in PNG members.
 """
@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 from storebench import fixtures, formats
-from storebench.formats import NO_BOXES_3D, Sample
+from storebench.formats import NO_BOXES_3D, Sample, lmdb_
 from storebench.formats._bound import OPS, NoBound, Pool
 from storebench.formats._record import MAGIC_VOLUME, decode
 from storebench.formats.testing import assert_all_same, assert_same
@@ -99,6 +99,62 @@ def test_lmdb_values_are_volume_records(ct, tmp_path):
             got = decode(value)
             assert_same(s, got)
             _bytes_equal(s.image, got.image)
+
+
+def test_lmdb_pickle_is_what_real_pythons_reader_reads(ct, tmp_path, monkeypatch):
+    """``encoding="pickle"``: the "three ways" article's ``pickle.loads(txn.get(f"{i:08}".encode("ascii")))``
+    gives each sample as a plain dict; the record variant is unchanged (and does not unpickle)."""
+    fmt = formats.get("lmdb", encoding="pickle")
+    assert fmt.id == "lmdb[pickle]" and fmt.executes_code and fmt.bound.name == "bare-lmdb[pickle]"
+    default = formats.get("lmdb")
+    assert default.id == "lmdb" and not default.executes_code and default.bound.name == "bare-lmdb"
+    with pytest.raises(ValueError, match="encoding: must be one of record, pickle, got 'json'"):
+        formats.get("lmdb", encoding="json")
+    cifar = list(fixtures.make_dataset("cifar", 13))
+    for samples, name in ((ct, "ct"), (cifar, "cifar")):
+        ds = _write("lmdb", samples, tmp_path / name, encoding="pickle")
+        with lmdb.open(str(ds / "data.mdb"), subdir=False, readonly=True, lock=False) as env, \
+                env.begin() as txn:
+            for i, s in enumerate(samples):
+                d = pickle.loads(txn.get(f"{i:08}".encode("ascii")))
+                assert type(d) is dict and sorted(d) == ["box_labels", "boxes", "image", "key", "label", "meta"]
+                assert (d["key"], d["label"], d["meta"]) == (s.key, s.label, dict(s.meta))
+                _bytes_equal(s.image, d["image"])
+                _bytes_equal(s.boxes, d["boxes"])
+                _bytes_equal(s.box_labels, d["box_labels"])
+            assert txn.get(struct.pack(">Q", 0)) is None  # no record-variant keys
+    with lmdb.open(str(tmp_path / "cifar" / "ds" / "data.mdb"), subdir=False, readonly=True, lock=False) as env, \
+            env.begin() as txn:
+        assert pickle.loads(txn.get(b"00000012"))["key"] == cifar[12].key == "cifar/0000012"
+    monkeypatch.setattr(lmdb_, "MAX_PICKLED", 12)  # 10**8 in truth: 9-digit keys would sort out of order
+    with pytest.raises(ValueError, match=r"key 'cifar/0000012': lmdb\[pickle\] holds at most 12 samples"):
+        fmt.write(cifar, tmp_path / "over")
+    assert not (tmp_path / "over").exists()
+    formats.get("lmdb").write(cifar, tmp_path / "records")  # the record variant has no such limit
+
+
+def test_lmdb_pickle_damage_is_a_dataset_error(tmp_path):
+    """A value that does not unpickle, or unpickles to something else than the sample dict, names the sample."""
+    fmt = formats.get("lmdb", encoding="pickle")
+    samples = list(fixtures.make_dataset("cifar", 3))
+    fmt.write(samples, tmp_path / "ds")
+    path = tmp_path / "ds" / "data.mdb"
+    with lmdb.open(str(path), subdir=False, readonly=True, lock=False) as env, env.begin() as txn:
+        values = [txn.get(f"{i:08}".encode("ascii")) for i in range(3)]
+    raw = path.read_bytes()  # values lie in the file as written: damage them in place
+    at = [raw.index(v) for v in values]
+    raw = bytearray(raw)
+    raw[at[1] + 40:at[1] + len(values[1])] = bytes(len(values[1]) - 40)
+    raw[at[2]:at[2] + len(values[2])] = pickle.dumps([1, 2], protocol=5).ljust(len(values[2]), b".")
+    path.write_bytes(bytes(raw))
+    with fmt.open(tmp_path / "ds") as r:
+        assert_same(samples[0], r[0])
+        with pytest.raises(formats.DatasetError, match=r"data.mdb: sample 1 does not unpickle"):
+            r[1]
+        with pytest.raises(formats.DatasetError, match=r"sample 2 does not unpickle: ValueError\('not a dict"):
+            r[2]
+        with pytest.raises(formats.DatasetError, match="sample 1"):
+            list(r)
 
 
 def test_tfrecord_reader_gives_the_volume_features(ct, tmp_path):
@@ -188,7 +244,8 @@ def test_zip_raw_member_is_the_volume_record_and_png_refuses_volumes(ct, tmp_pat
 
 
 FORMATS = [formats.get(n) for n in ("pickle", "shelve", "sqlite", "lmdb", "tfrecord", "parquet", "tar")]
-FORMATS += [formats.get("zip", encoding="raw"), formats.get("parquet", row_group_size=2)]
+FORMATS += [formats.get("zip", encoding="raw"), formats.get("parquet", row_group_size=2),
+            formats.get("lmdb", encoding="pickle")]
 
 
 def _images() -> list[Sample]:

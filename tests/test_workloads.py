@@ -1,6 +1,7 @@
 """The named workloads: registry, outputs, boxes, reproducibility, DataLoader glue, time split."""
 from __future__ import annotations
 
+import os
 import pickle
 
 import numpy as np
@@ -283,6 +284,38 @@ def test_fetch_strategies_give_the_same_samples(small, fetch):
         assert ds[1] == r[1]
     with pytest.raises(ValueError, match="fetch"):
         WorkloadDataset(r, fetch="later")
+
+
+class _Counted(str):
+    """A name that counts the comparisons made against it (all of them share the count)."""
+
+    seen = [0]
+
+    def __eq__(self, other):
+        self.seen[0] += 1
+        return str.__eq__(self, other)
+
+    __hash__ = str.__hash__
+
+
+def test_lookup_reads_the_position_of_the_name_found_among_all_names(small, monkeypatch):
+    """The APTOS notebook's ``np.where(names == name)[0][0]`` per item: every name compared, the names
+    read once per process; the same items as ``item``."""
+    with formats.open_dataset(small) as r:
+        item, lookup = WorkloadDataset(r, fetch="item"), WorkloadDataset(r, fetch="lookup")
+        assert [lookup[i] for i in range(6)] == [item[i] for i in range(6)]
+        assert lookup.lookup(4) == 4
+        calls, keys = [], r.keys()
+        monkeypatch.setattr(r, "keys", lambda: calls.append(1) or keys[:3] + keys[1:2] + keys[4:])
+        fresh = WorkloadDataset(r, fetch="lookup")  # name 3 is name 1: the first match is read
+        assert [s.key for s in fresh.__getitems__([0, 3, 5])] == [keys[0], keys[1], keys[5]]
+        assert fresh[3] == r[1] and calls == [1]  # the names are read once (per process)
+        names = np.empty(6, object)
+        names[:] = [_Counted(k) for k in r._keys()]
+        fresh._names = (os.getpid(), names)
+        _Counted.seen[0] = 0
+        assert fresh[3] == r[3] and _Counted.seen[0] == 6  # O(N): every name compared for one item
+        assert pickle.loads(pickle.dumps(fresh))._names is None  # workers read the names themselves
 
 
 def test_collate_stacks_equal_shapes_and_lists_the_rest(small):
