@@ -206,6 +206,7 @@ class DataCache:
         self.progress = progress
         self.used: dict[str, Dataset] = {}  # path -> dataset, for the JSON hook
         self.builds = 0  # datasets written by this cache (tests check reuse with it)
+        self._shapes: dict[str, list[tuple]] = {}  # source path -> up to two of its image shapes
 
     # ---- sources
 
@@ -235,11 +236,29 @@ class DataCache:
                 / f"{slug(fmt.id)}-v{fmt.version}-{key_digest(key)}")
 
     def check_modes(self, fmt: Format, source: Dataset) -> None:
-        """Raise :class:`Unsupported` if ``fmt`` cannot store every image kind of ``source``."""
+        """Raise :class:`Unsupported` if ``fmt`` cannot store every image kind of ``source``, or
+        if it is ``fixed_shape`` and the source's images differ in shape or dtype."""
         missing = {tuple(m) for m in source.modes if tuple(m) not in fmt.modes}
         if missing:
             raise Unsupported(f"{fmt.id} cannot store the {source.preset} preset's images "
                               f"({describe_modes(missing)})")
+        if fmt.fixed_shape:
+            shapes = self._shapes.get(str(source.path))
+            if shapes is None:
+                shapes = []
+                with source.open() as r:  # the source's index: no pixels read
+                    for i in range(len(r)):
+                        shape = r._image_shape(i) or r[i].image.shape
+                        if shape not in shapes:
+                            shapes.append(shape)
+                            if len(shapes) == 2:
+                                break
+                self._shapes[str(source.path)] = shapes
+            if len(shapes) > 1 or len(source.modes) > 1:
+                kinds = describe_modes({tuple(m) for m in source.modes}) if len(source.modes) > 1 else \
+                    " and ".join(map(str, shapes))
+                raise Unsupported(f"{fmt.id} stores one image shape and dtype per dataset (fixed_shape); the "
+                                  f"{source.preset} preset's images vary ({kinds}): use a fixed-shape preset")
 
     def dataset(self, fmt: Format, preset: str, n: int) -> Dataset:
         """``fmt``'s copy of the source ``(preset, n)``, written once and reused."""

@@ -139,6 +139,14 @@ class Format(ABC):
         Whether ``r[i]`` avoids reading and decoding other samples (false
         where a read decodes a whole row group or compressed chunk); may be a
         property where an option decides it.
+    fixed_shape : bool
+        Whether every sample of a dataset has the first sample's image shape
+        and dtype (the format stores them as one array, as hdf5's
+        ``layout="stack"``); another is refused on write with a ``ValueError``
+        naming its key.  The conformance suite then writes datasets of one
+        shape and dtype only, and the benchmark suite skips presets whose
+        images vary.  Default false; may be a property where an option
+        decides it.
     fork_safe : bool
         Whether a reader works in a process forked from one that has already
         read through it (DataLoader's default ``fork`` workers); false where
@@ -182,6 +190,7 @@ class Format(ABC):
     modes: frozenset = ALL_MODES  # an instance may narrow or widen it (zip's encoding)
     random_access: ClassVar[bool] = True
     partial_reads: ClassVar[bool] = False
+    fixed_shape: ClassVar[bool] = False
     fork_safe: ClassVar[bool] = True
     executes_code: ClassVar[bool] = False
     bench_variants: ClassVar[tuple[dict, ...]] = ({},)

@@ -4,7 +4,9 @@ The chunked layout is what h5py users expect (an N-D dataset per image, of its
 dtype, shape, chunks and compression), a region read inflates only the chunks
 it overlaps and never holds the whole volume, damaged chunked files are typed
 errors (the suite damages only the default layout), and the default options
-still write today's flat file.
+still write today's flat file.  The stack layout is the notebooks' one
+``(N, ...)`` dataset with the chunks asked for (one per image, h5py's guess,
+contiguous), read back by h5py as the APTOS notebook does.
 """
 from __future__ import annotations
 
@@ -28,6 +30,8 @@ h5py = pytest.importorskip("h5py")
 
 CHUNKED = {"layout": "chunked"}
 GZIP_CHUNKED = {"compression": "gzip", "level": 1, "layout": "chunked"}
+STACK = {"layout": "stack"}
+APTOS = {"compression": "gzip", "level": 2, "layout": "stack"}  # the APTOS notebook's: one gzip-2 chunk per image
 
 
 def _images() -> list[Sample]:
@@ -66,20 +70,40 @@ def test_hdf5_ids_options_and_flags():
     assert formats.get("hdf5", layout="chunked", chunks=64).id == "hdf5[layout=chunked,chunks=64]"
     assert formats.get("hdf5", **GZIP_CHUNKED).id == "hdf5[gzip,level=1,layout=chunked]"
     assert formats.get("hdf5", compression="lzf", layout="chunked").id == "hdf5[lzf,layout=chunked]"
+    # The stack's chunks default to one per image, and say so in the id (one spelling, one id).
+    assert formats.get("hdf5", **STACK) == formats.get("hdf5", layout="stack", chunks="image")
+    assert formats.get("hdf5", **APTOS).id == "hdf5[gzip,level=2,layout=stack,chunks=image]"
+    assert formats.from_id("hdf5[layout=stack,chunks=auto]").chunks == "auto"
     for bad, match in [({"layout": "tiled"}, "layout"), ({"layout": "chunked", "chunks": 0}, "chunks"),
                        ({"layout": "chunked", "chunks": True}, "chunks"),
                        ({"layout": "chunked", "chunks": "64"}, "chunks"),
-                       ({"chunks": 64}, "chunked layout's"), ({"layout": "chunked", "chunk_kib": 64}, "chunk_kib")]:
+                       ({"chunks": 64}, "chunked layout's"), ({"layout": "chunked", "chunk_kib": 64}, "chunk_kib"),
+                       ({"layout": "chunked", "chunks": "image"}, "positive int"),
+                       ({"layout": "stack", "chunks": 64}, "'image', 'auto' or 'none'"),
+                       ({"layout": "stack", "chunks": "tiled"}, "'image', 'auto' or 'none'"),
+                       ({"layout": "stack", "chunk_kib": 64}, "chunk_kib"), ({"chunks": "image"}, "flat one"),
+                       ({"layout": "stack", "chunks": "none", "compression": "gzip"}, "contiguous and takes no compr"),
+                       ({"layout": "stack", "chunks": "none", "compression": "lzf"}, "compresses chunks only")]:
         with pytest.raises(ValueError, match=match):
             formats.get("hdf5", **bad)
-    flags = {v.get("layout", "flat") + "-" + v.get("compression", "none"): formats.get("hdf5", **v)
-             for v in ({}, {"compression": "lzf"}, CHUNKED, GZIP_CHUNKED)}
-    assert {k: (f.partial_reads, f.random_access) for k, f in flags.items()} == {
-        "flat-none": (True, True), "flat-lzf": (False, False),
-        "chunked-none": (True, True), "chunked-gzip": (True, True)}
-    assert flags["flat-none"].bound.name == flags["flat-lzf"].bound.name == "bare-h5py"
-    assert flags["chunked-gzip"].bound.name == "bare-h5py[gzip,level=1,layout=chunked]"
-    assert CHUNKED in formats.get("hdf5").bench_variants
+    variants = ({}, {"compression": "lzf"}, CHUNKED, GZIP_CHUNKED, STACK, APTOS,
+                {"layout": "stack", "chunks": "auto"}, {"compression": "lzf", "layout": "stack", "chunks": "auto"},
+                {"layout": "stack", "chunks": "none"})
+    flags = {formats.get("hdf5", **v).id: formats.get("hdf5", **v) for v in variants}
+    assert {k: (f.partial_reads, f.random_access, f.fixed_shape) for k, f in flags.items()} == {
+        "hdf5": (True, True, False), "hdf5[lzf]": (False, False, False),
+        "hdf5[layout=chunked]": (True, True, False), "hdf5[gzip,level=1,layout=chunked]": (True, True, False),
+        # Compressed, one chunk per image inflates the whole image for a region; "auto" chunks
+        # span images, so an item reads (and inflates) its neighbours' pixels too.
+        "hdf5[layout=stack,chunks=image]": (True, True, True),
+        "hdf5[gzip,level=2,layout=stack,chunks=image]": (False, True, True),
+        "hdf5[layout=stack,chunks=auto]": (True, False, True),
+        "hdf5[lzf,layout=stack,chunks=auto]": (True, False, True),
+        "hdf5[layout=stack,chunks=none]": (True, True, True)}
+    assert flags["hdf5"].bound.name == flags["hdf5[lzf]"].bound.name == "bare-h5py"
+    assert flags["hdf5[gzip,level=1,layout=chunked]"].bound.name == "bare-h5py[gzip,level=1,layout=chunked]"
+    assert flags["hdf5[layout=stack,chunks=none]"].bound.name == "bare-h5py[layout=stack,chunks=none]"
+    assert CHUNKED in formats.get("hdf5").bench_variants and STACK in formats.get("hdf5").bench_variants
 
 
 def test_hdf5_default_writes_the_flat_file_of_before(tmp_path):
@@ -97,6 +121,65 @@ def test_hdf5_default_writes_the_flat_file_of_before(tmp_path):
     assert manifest["format_version"] == 1
     assert manifest["options"] == {"compression": "none", "level": None, "chunk_kib": 1024,
                                    "layout": "flat", "chunks": None}
+
+
+def _stacks() -> dict[str, list[Sample]]:
+    """Fixed-shape sets: 8 RGB fundus-sized images, 3 grey uint16 images, 2 float32 volumes."""
+    rng = np.random.default_rng(5)
+    return {"rgb": [Sample(f"fundus/{i}.png", rng.integers(0, 256, (256, 256, 3), np.uint8), i % 5,
+                           meta={"diagnosis": i % 5}) for i in range(8)],
+            "grey": [Sample(f"xray {i}", rng.integers(0, 4096, (40, 30), np.uint16), 1,
+                            boxes=[[1, 2, 10, 20]], box_labels=[i]) for i in range(3)],
+            "volumes": [Sample(f"mri {i}", rng.standard_normal((4, 5, 6, 2)).astype(np.float32)) for i in range(2)]}
+
+
+@pytest.mark.parametrize("options", [STACK, APTOS, {"layout": "stack", "chunks": "auto"},
+                                     {"compression": "lzf", "layout": "stack", "chunks": "auto"},
+                                     {"layout": "stack", "chunks": "none"}], ids=lambda v: formats.get("hdf5", **v).id)
+def test_hdf5_stack_is_one_dataset_of_all_images_that_h5py_reads_as_the_notebook(tmp_path, options):
+    """``images`` is (N, H, W, C), (N, H, W) or (N, D, H, W, C) in the samples' dtype; the APTOS
+    notebook's lookup (``np.where`` over ``names``, then ``images[i]``) finds each image; chunks
+    are one image (1, H, W, C), h5py's guess for the whole array, or none (contiguous)."""
+    fmt = formats.get("hdf5", **options)
+    for kind, samples in _stacks().items():
+        path = tmp_path / kind
+        check_roundtrip(fmt, samples, path, batch=[1, 0, 1, -1])
+        first = samples[0].image
+        with h5py.File(path / "data.h5", "r") as f:
+            images, names = f["images"], f["names"]
+            assert f.attrs["layout"] == "stack" and images.shape == (len(samples), *first.shape)
+            assert images.dtype == first.dtype and names.asstr()[()].tolist() == [s.key for s in samples]
+            all_names = names[()]
+            for s in samples:
+                i = np.where(all_names == s.key.encode())[0][0]
+                assert images[i].tobytes() == s.image.tobytes()
+            assert (images.compression, images.compression_opts) == \
+                ({"none": None, "gzip": "gzip", "lzf": "lzf"}[fmt.compression], fmt.level)
+            if fmt.chunks == "image":
+                assert images.chunks == (1, *first.shape)
+            elif fmt.chunks == "none":
+                assert images.chunks is None and images.id.get_create_plist().get_layout() == h5py.h5d.CONTIGUOUS
+            else:  # exactly what h5py picks for the whole array, as the notebook's create_dataset did
+                with h5py.File(tmp_path / f"guess-{kind}.h5", "w") as g:
+                    guess = g.create_dataset("x", shape=images.shape, dtype=images.dtype, chunks=True).chunks
+                assert images.chunks == guess
+                if kind == "rgb":  # 8 x 256 x 256 x 3: chunks of pixels of 2 images, 2 of the 3 channels
+                    assert images.chunks != (1, *first.shape) and images.chunks[0] > 1
+    fmt.write([], tmp_path / "empty")
+    with h5py.File(tmp_path / "empty" / "data.h5", "r") as f:
+        assert "images" not in f and f["names"].shape == (0,)  # no image, no shape to give it
+
+
+@pytest.mark.parametrize("options", [STACK, {"layout": "stack", "chunks": "auto"}], ids=["image", "auto"])
+def test_hdf5_stack_refuses_a_second_shape_or_dtype_by_key_and_leaves_nothing(tmp_path, options):
+    fmt = formats.get("hdf5", **options)
+    good = _stacks()["rgb"][:3]
+    for bad, what in [(Sample("cropped", good[0].image[:, :255]), r"uint8 \(256, 255, 3\)"),
+                      (Sample("16 bit", good[0].image.astype(np.uint16)), r"uint16 \(256, 256, 3\)")]:
+        with pytest.raises(ValueError, match=re.escape(repr(bad.key)) + f".*{what}.*"
+                           + re.escape("uint8 (3, 256, 256, 3) so far") + ".*fixed-shape presets only"):
+            fmt.write([*good, bad, good[0]], tmp_path / "ds")
+        assert list(tmp_path.iterdir()) == []  # no dataset, no temp dir, no staged pixels
 
 
 @pytest.mark.parametrize(("options", "comp", "opts"), [
@@ -131,15 +214,22 @@ def test_hdf5_each_layout_opens_only_its_own_file_and_open_dataset_both(tmp_path
     samples = _images()
     formats.get("hdf5").write(samples, tmp_path / "flat")
     formats.get("hdf5", layout="chunked", chunks=64).write(samples, tmp_path / "chunked")
+    formats.get("hdf5", **APTOS).write(_stacks()["grey"], tmp_path / "stack")
     with pytest.raises(DatasetError, match=re.escape("'chunked' layout, not 'flat'")):
         formats.get("hdf5").open(tmp_path / "chunked")
     with pytest.raises(DatasetError, match=re.escape("'flat' layout, not 'chunked'")):
         formats.get("hdf5", layout="chunked").open(tmp_path / "flat")
-    for name in ("flat", "chunked"):
+    with pytest.raises(DatasetError, match=re.escape("'stack' layout, not 'flat'")):
+        formats.get("hdf5").open(tmp_path / "stack")
+    with pytest.raises(DatasetError, match=re.escape("'chunked' layout, not 'stack'")):
+        formats.get("hdf5", **STACK).open(tmp_path / "chunked")
+    for name, want in (("flat", samples), ("chunked", samples), ("stack", _stacks()["grey"])):
         with formats.open_dataset(tmp_path / name) as r:
-            assert_all_same(samples, list(r))
+            assert_all_same(want, list(r))
     with formats.open_dataset(tmp_path / "chunked") as r:
         assert r.format.id == "hdf5[layout=chunked,chunks=64]"
+    with formats.open_dataset(tmp_path / "stack") as r:
+        assert r.format.id == "hdf5[gzip,level=2,layout=stack,chunks=image]"
 
 
 # --------------------------------------------------------------------------- partial reads
@@ -212,7 +302,8 @@ def test_hdf5_chunked_patch_reads_never_hold_the_volume(tmp_path):
 # --------------------------------------------------------------------------- writing and processes
 
 
-@pytest.mark.parametrize("options", [{}, CHUNKED, GZIP_CHUNKED], ids=["flat", "chunked", "gzip-chunked"])
+@pytest.mark.parametrize("options", [{}, CHUNKED, GZIP_CHUNKED, APTOS, {"layout": "stack", "chunks": "auto"}],
+                         ids=["flat", "chunked", "gzip-chunked", "stack", "stack-auto"])
 def test_hdf5_writes_stream(tmp_path, options):
     """Writing 16 images of 4 MiB from a generator holds a few of them at most (numpy's allocations,
     traced): the dataset is never in memory."""
@@ -304,7 +395,25 @@ def test_hdf5_chunked_images_that_do_not_match_the_index_are_dataset_errors(tmp_
             assert "unreadable" in match or "unreadable" not in str(info.value)  # said once, not wrapped
 
 
-@pytest.mark.parametrize("options", [CHUNKED, GZIP_CHUNKED], ids=["chunked", "gzip-chunked"])
+@pytest.mark.parametrize(("edit", "match"), [
+    (lambda f: _replace(f, "images", np.zeros((3, 40, 31), np.uint16)),
+     r"images is uint16 \(3, 40, 31\), the index says 3 images of uint16 \(40, 30\)"),
+    (lambda f: _replace(f, "images", np.zeros((2, 40, 30), np.uint16)), r"images is uint16 \(2, 40, 30\)"),
+    (lambda f: _replace(f, "images", np.zeros((3, 40, 30), ">u2")), r"images is >u2 \(3, 40, 30\)"),
+    (lambda f: f.__delitem__("images"), "damaged"),
+    (lambda f: f.attrs.__setitem__("layout", "flat"), "'flat' layout, not 'stack'"),
+], ids=["shape", "count", "byte order", "no images", "layout"])
+def test_hdf5_stack_that_does_not_match_the_index_is_a_dataset_error_at_open(tmp_path, edit, match):
+    path = tmp_path / "ds"
+    formats.get("hdf5", **STACK).write(_stacks()["grey"], path)
+    with h5py.File(path / "data.h5", "r+") as f:
+        edit(f)
+    _resize_in_manifest(path)
+    with pytest.raises(DatasetError, match=match):
+        formats.get("hdf5", **STACK).open(path)
+
+
+@pytest.mark.parametrize("options", [CHUNKED, GZIP_CHUNKED, APTOS], ids=["chunked", "gzip-chunked", "stack"])
 def test_hdf5_chunked_damaged_files_give_typed_errors_or_correct_data(tmp_path, options):
     """The suite's fault matrix (truncations, flips, zeroed runs, deleted files), for the chunked
     layout it runs only on the default flat one."""
@@ -317,7 +426,7 @@ def test_hdf5_chunked_damaged_files_give_typed_errors_or_correct_data(tmp_path, 
     assert any(o == "typed error" for o, _ in outcomes.values())
 
 
-@pytest.mark.parametrize("options", [CHUNKED, GZIP_CHUNKED], ids=["chunked", "gzip-chunked"])
+@pytest.mark.parametrize("options", [CHUNKED, GZIP_CHUNKED, APTOS], ids=["chunked", "gzip-chunked", "stack"])
 def test_hdf5_chunked_fuzzed_damage_gives_typed_errors_or_correct_data(tmp_path, options):
     fmt = formats.get("hdf5", **options)
     results = fuzz(fmt, range(24), tmp_path)

@@ -180,7 +180,8 @@ def _i64(values) -> np.ndarray:
 
 def edge_samples() -> list[Sample]:
     """Hand-picked corners: 1x1, uint16 2-D and (H, W, 1), RGBA with unicode key and
-    every meta type, boxes (40 of them once), 2-channel, and the empty key."""
+    every meta type, boxes (40 of them once), 2-channel, and the empty key; two 3x3 uint8
+    images, the group a ``fixed_shape`` format stores (``_common.supported``)."""
     ramp = np.arange(4 * 5 * 4, dtype=np.uint8).reshape(4, 5, 4)
     many = np.tile(np.array([[0, 0, 2, 3]], np.float32), (40, 1))
     return [
@@ -198,12 +199,16 @@ def edge_samples() -> list[Sample]:
                .repeat(2, -1) * np.array([1, -1], np.float32), label=2),
         Sample("nan payloads", np.array([0x7FC00000, 0x7FC00001, 0xFFC12345, 0x7F800001], np.uint32)
                .view(np.float32).reshape(2, 2), label=3),
+        Sample("grey twin/ünï 🙂", (np.arange(9, dtype=np.uint8) * 29).reshape(3, 3), label=4,
+               boxes=_f32([[0, 0, 3, 3], [1, 1, 1, 2]]), box_labels=_i64([7, -1]),
+               meta={"rad_id": "R2", "score": -1.5, "ok": False, "n": None}),
     ]
 
 
 def volume_edge_samples() -> list[Sample]:
     """Hand-picked volumes: 1x1x1, int16 CT with negative values and 6-column boxes, float32
-    with 4 channels (as BraTS' modalities), a thin slab, and uint8 / uint16 ones."""
+    with 4 channels (as BraTS' modalities), a thin slab, uint8 / uint16 ones, and a second CT
+    of the first one's shape (the group a ``fixed_shape`` format stores)."""
     z, y, x = np.mgrid[0:5, 0:6, 0:7]
     hu = (x * 300 - 1024 + y * 11 - z * 5).astype(np.int16)[..., None]
     mri = np.stack([(x + y * 0.5 + z * 0.25).astype(np.float32) * k for k in (1, -1, 0.5, 2)], axis=-1)
@@ -217,6 +222,7 @@ def volume_edge_samples() -> list[Sample]:
         Sample("slab", np.arange(1 * 9 * 2 * 2, dtype=np.float32).reshape(1, 9, 2, 2), label=-1),
         Sample("u8 rgb vol", (x * y + z).astype(np.uint8)[..., None].repeat(3, -1), label=2),
         Sample("u16 vol", (x * 9000 + z).astype(np.uint16)[..., None]),
+        Sample("ct/case 2", np.ascontiguousarray(hu[::-1] + 7), label=3, meta={"spacing": "1x1x1"}),
     ]
 
 
@@ -270,6 +276,9 @@ def write_golden(fmt: Format, path: os.PathLike | str):
 
     Run it once when a format is added or its on-disk version is bumped on
     purpose, and commit the result: ``FormatTests(golden=path)`` then proves
-    that later readers still read it.  Returns the :class:`WriteReport`.
+    that later readers still read it.  A ``fixed_shape`` format writes the largest group of
+    one shape and dtype (``_common.supported``).  Returns the :class:`WriteReport`.
     """
-    return fmt.write(golden_samples(fmt.modes), path, overwrite=True)
+    from ._common import supported
+
+    return fmt.write(supported(fmt, golden_samples(fmt.modes)), path, overwrite=True)

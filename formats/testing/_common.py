@@ -14,8 +14,15 @@ from .._sample import Sample
 
 
 def supported(fmt: Format, samples: Sequence[Sample]) -> list[Sample]:
-    """The samples whose mode ``fmt`` stores."""
-    return [s for s in samples if s.mode in fmt.modes]
+    """The samples whose mode ``fmt`` stores, in order; for a ``fixed_shape`` format only the
+    largest group of them sharing one image shape and dtype (the first of equal groups)."""
+    out = [s for s in samples if s.mode in fmt.modes]
+    if not fmt.fixed_shape or not out:
+        return out
+    groups: dict[tuple, list[Sample]] = {}
+    for s in out:
+        groups.setdefault((s.image.shape, s.image.dtype), []).append(s)
+    return max(groups.values(), key=len)  # max keeps the first of equal lengths
 
 
 def leftovers(parent: Path, name: str) -> list[str]:

@@ -59,7 +59,7 @@ class RegionTests:
     def test_read_region_equals_slicing(self, fmt):
         """Hypothesis samples and regions (edges, one pixel, the whole image): ``read_region`` is
         ``image[region]`` of the whole read and, for a lossless format, of what was written."""
-        strategy = sample_lists(modes=fmt.modes, min_size=1, max_size=4)
+        strategy = sample_lists(modes=fmt.modes, min_size=1, max_size=4, fixed_shape=fmt.fixed_shape)
 
         @settings(deadline=None, suppress_health_check=_IO_HEALTH)
         @given(data=st.data())

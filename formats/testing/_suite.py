@@ -117,7 +117,7 @@ class FormatTests(ProcessTests, WriterTests, BadInputTests, ReaderPinningTests, 
 
     def test_roundtrip(self, fmt):
         """Hypothesis lists of samples of every declared mode, read back through every path."""
-        strategy = sample_lists(modes=fmt.modes, max_size=6)
+        strategy = sample_lists(modes=fmt.modes, max_size=6, fixed_shape=fmt.fixed_shape)
 
         @settings(deadline=None, suppress_health_check=_IO_HEALTH)
         @given(data=st.data())
@@ -143,14 +143,17 @@ class FormatTests(ProcessTests, WriterTests, BadInputTests, ReaderPinningTests, 
 
     def test_modes(self, fmt, tmp_path):
         """Every declared mode is stored (byte-exact if lossless); every other is refused by key,
-        naming what the format stores; images and volumes never share a dataset."""
+        naming what the format stores; images and volumes never share a dataset.  A
+        ``fixed_shape`` format stores each mode in a dataset of its own."""
         images = [mode_sample(*m) for m in sorted(fmt.modes) if len(m) == 2]
         volumes = [mode_sample(*m) for m in sorted(fmt.modes) if len(m) == 3]
         # check_reader compares pixels byte for byte when the format is lossless, and
         # dtype and shape always.
         for name, stored in (("images", images), ("volumes", volumes)):
-            if stored:
-                check_roundtrip(fmt, stored, tmp_path / name)
+            if not stored:
+                continue
+            for k, group in enumerate([[s] for s in stored] if fmt.fixed_shape else [stored]):
+                check_roundtrip(fmt, group, tmp_path / f"{name}{k}")
         for m in sorted(ALL_MODES - fmt.modes):
             bad = mode_sample(*m, key=f"refused {m}")
             first = (volumes if len(m) == 3 else images) or images or volumes
@@ -175,6 +178,25 @@ class FormatTests(ProcessTests, WriterTests, BadInputTests, ReaderPinningTests, 
         assert report.bytes_on_disk == sum(p.stat().st_size for p in files)
         with open_dataset(tmp_path / "ds") as r:
             assert r.format == fmt
+
+    def test_fixed_shape_refuses_another_shape_and_leaves_nothing(self, fmt, tmp_path):
+        """A ``fixed_shape`` format refuses a sample of another image shape, or dtype, than the
+        first by its key, and leaves nothing at the path; samples of one shape write."""
+        if not fmt.fixed_shape:
+            pytest.skip(f"{fmt.id} stores samples of any shape in one dataset (fixed_shape is false)")
+        mode = min(fmt.modes, key=lambda m: (len(m), m))  # a 2-D image mode where there is one
+        first = mode_sample(*mode, key="first")
+        twin = Sample("same shape", first.image[::-1].copy(), label=1)
+        bad = [Sample("other shape", first.image[:-1].copy())]
+        bad += [mode_sample(*m, key="other dtype") for m in sorted(fmt.modes)
+                if len(m) == len(mode) and m[1:] == mode[1:] and m[0] != mode[0]][:1]
+        for other in bad:
+            with pytest.raises(ValueError, match=re.escape(repr(other.key))) as info:
+                fmt.write([first, twin, other], tmp_path / "ds")
+            assert repr(first.key) not in str(info.value)
+            assert not (tmp_path / "ds").exists()
+            assert leftovers(tmp_path, "ds") == []
+        check_roundtrip(fmt, [first, twin], tmp_path / "ds")
 
     def test_duplicate_key_leaves_nothing(self, fmt, tmp_path):
         s = supported(fmt, edge_samples())[0]
@@ -304,7 +326,7 @@ class FormatTests(ProcessTests, WriterTests, BadInputTests, ReaderPinningTests, 
         if self.golden is None:
             return None
         expected = self.golden_expected
-        return Path(self.golden), list(golden_samples(fmt.modes) if expected is None else expected)
+        return Path(self.golden), list(supported(fmt, golden_samples(fmt.modes)) if expected is None else expected)
 
     def test_golden_dataset_reads_back(self, fmt):
         """Today's reader reads a dataset an earlier release wrote, byte for byte, checksums intact."""

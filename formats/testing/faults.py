@@ -28,7 +28,7 @@ from .. import _registry
 from .._errors import DatasetError
 from .._manifest import MANIFEST
 from .._sample import Sample
-from ._common import in_forked_child, same_sample
+from ._common import in_forked_child, same_sample, supported
 
 OK_OUTCOMES = ("typed error", "correct data")
 TIMEOUT_S = 20
@@ -38,15 +38,14 @@ def fault_samples(fmt) -> list[Sample]:
     """A dozen photographic samples the format can store, with boxes and meta."""
     from storebench.fixtures import make_dataset
 
-    out = [s for s in make_dataset("imagenet", 12, seed=3) if s.mode in fmt.modes]
-    small = []
-    for s in out:  # keep the files small so faults hit headers, index and payload alike
+    small = []  # the files kept small so faults hit headers, index and payload alike
+    for s in make_dataset("imagenet", 12, seed=3):
         img = s.image[:40, :48]
         boxes = np.clip(s.boxes, 0, [48, 40, 48, 40]).astype(np.float32)
         boxes[:, 2] = np.maximum(boxes[:, 2], boxes[:, 0])
         boxes[:, 3] = np.maximum(boxes[:, 3], boxes[:, 1])
         small.append(Sample(s.key, np.ascontiguousarray(img), s.label, boxes, s.box_labels, s.meta))
-    return small
+    return supported(fmt, small)
 
 
 def _payload_files(root: Path) -> list[Path]:
@@ -197,7 +196,7 @@ def concurrency_samples(fmt, n: int = 12) -> list[Sample]:
     """``n`` cifar samples the format can store (fewer where it cannot store colour)."""
     from storebench.fixtures import make_dataset
 
-    return [s for s in make_dataset("cifar", n, seed=11) if s.mode in fmt.modes]
+    return supported(fmt, list(make_dataset("cifar", n, seed=11)))
 
 
 def written_over(samples: list[Sample]) -> list[Sample]:
