@@ -18,12 +18,14 @@ from storebench.workloads import WorkloadDataset, collate
 
 def make_loader(reader, *, batch_size: int, workers: int, mp_context: str | None,
                 persistent: bool, seed: int) -> torch.utils.data.DataLoader:
-    """A shuffled DataLoader over ``reader`` with a seeded order."""
-    return torch.utils.data.DataLoader(
-        WorkloadDataset(reader, fetch="batch"),  # type: ignore[arg-type]  # a duck-typed map-style dataset
-        batch_size=batch_size, shuffle=True, collate_fn=collate,
-        num_workers=workers, multiprocessing_context=mp_context if workers else None,
-        persistent_workers=persistent, generator=torch.Generator().manual_seed(seed))
+    """A shuffled DataLoader over ``reader`` with a seeded order (more workers than cores allowed:
+    persistent workers are checked against the cores when the loader is made)."""
+    with quiet_workers():
+        return torch.utils.data.DataLoader(
+            WorkloadDataset(reader, fetch="batch"),  # type: ignore[arg-type]  # a duck-typed map-style dataset
+            batch_size=batch_size, shuffle=True, collate_fn=collate,
+            num_workers=workers, multiprocessing_context=mp_context if workers else None,
+            persistent_workers=persistent, generator=torch.Generator().manual_seed(seed))
 
 
 def skip_unless_fork_safe(fmt, workers: int, mp_context: str | None) -> None:

@@ -43,6 +43,7 @@ class BenchOptions:
     folds: int = 5
     epochs: int = 3
     patch: tuple[tuple[int, ...], tuple[int, ...]] = DEFAULT_PATCH
+    fetch_workload: str = "none"
     smoke: bool = False
 
     def to_json(self) -> dict:
@@ -156,6 +157,17 @@ def parse_patch(text: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
     return image or DEFAULT_PATCH[0], volume or DEFAULT_PATCH[1]
 
 
+def parse_workload(text: str, what: str) -> str:
+    """A workload name of :data:`storebench.workloads.WORKLOADS` (or a ``+`` chain of them)."""
+    from storebench.workloads import WORKLOADS
+
+    text = text.strip()
+    bad = [p for p in text.split("+") if p not in WORKLOADS]
+    if bad:
+        raise ValueError(f"{what}: unknown workload {', '.join(map(repr, bad))}; choose from {', '.join(WORKLOADS)}")
+    return text
+
+
 def format_patch(patch: tuple[tuple[int, ...], tuple[int, ...]]) -> str:
     """``((224, 224), (64, 64, 64))`` -> ``"224,64"``; other shapes as ``HxW,DxHxW``."""
     if all(len(set(s)) == 1 for s in patch):
@@ -218,6 +230,9 @@ def add_options(parser) -> None:
                 help="patch shape of the patch rows and the random-patch workload: 224 is 224x224 for "
                      "images and 224^3 for volumes, 224,64 is 224x224 and 64^3 (the default), HxW and "
                      "DxHxW give shapes; a patch is clipped to the image")
+    g.addoption("--fetch-workload", default="none", metavar="WORKLOAD",
+                help="the workload the fetch rows run on every sample (default none: the fetch alone); "
+                     "e.g. detect-aug, as the VinBigData notebook timed its loaders")
 
 
 def benchmarks_disabled(config) -> bool:
@@ -255,6 +270,7 @@ def from_config(config) -> BenchOptions:
         folds=opt("folds"),
         epochs=opt("epochs"),
         patch=parse_patch(opt("patch")),
+        fetch_workload=parse_workload(opt("fetch_workload"), "--fetch-workload"),
         smoke=smoke,
     )
 

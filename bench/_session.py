@@ -127,6 +127,12 @@ class Session:
                              "e.g. hdf5[gzip,level=2,layout=stack])")
 
     def format(self, fmt_id: str):
+        """The selected format of this id, or (a row measuring a format of its own, such as the
+        correctness rows') the instance the id names."""
+        if fmt_id not in self.formats:
+            from storebench import formats
+
+            self.formats[fmt_id] = formats.from_id(fmt_id)
         return self.formats[fmt_id]
 
     def dataset_or_skip(self, fmt, preset: str, n: int):

@@ -12,7 +12,7 @@ Groups (ids read ``test_workload[npy-cifar-n1000-classify-aug-w2]``):
   detect-aug) run ``per-epoch`` on every read, or ``once`` into a
   preprocessed copy in the same format; extra_info has the epoch time, the
   one-time preprocessing time and ``total_s`` for ``folds`` x ``epochs``.
-* ``fetch``: how a Dataset gets samples out of the store (no workload):
+* ``fetch``: how a Dataset gets samples out of the store (no workload, or ``--fetch-workload``):
   ``reopen`` the store in every ``__getitem__``, ``item`` reads from one
   reader per process (opened once per worker), ``batch`` one ``read_batch``
   per batch through ``__getitems__``, ``lookup`` as ``item`` after the APTOS
@@ -262,11 +262,14 @@ def test_preprocess(runner, session, request, wfmt, preset_, size, prep, strateg
 
 def test_fetch(runner, session, wfmt, preset_, size, fetch, workers):
     preset, n = preset_, size
+    skip_unless_fork_safe(wfmt, workers, session.opts.mp_contexts[0])
     ds = session.dataset_or_skip(wfmt, preset, n)
-    _run_epochs(runner, session, ds, ds.open(), None, workers, None, fetch=fetch)
+    name = session.opts.fetch_workload
+    wl = None if name == "none" else _workload(name, session.opts.seed, session)
+    _run_epochs(runner, session, ds, ds.open(), wl, workers, None if wl is None else name, fetch=fetch)
     info = format_info(wfmt, preset, n, cache="warm", ds=ds, loader=_spec(session, workers),
                        batch_size=session.opts.batch_size)
-    info.update(fetch=fetch, getitems=fetch == "batch")
+    info.update(fetch=fetch, getitems=fetch == "batch", workload=name)
     runner.record(op="fetch", preset=preset, n=n, cache="warm", info=info, items=n,
                   raw_bytes=ds.raw_bytes, fmt_id=wfmt.id)
 
