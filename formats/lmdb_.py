@@ -250,7 +250,7 @@ def bare_lmdb(c: BoundInput, pickled: bool = False) -> BoundRun:
     pixels under 8-byte keys; a scan walks a cursor.  ``pickled``: ``txn.get`` +
     ``pickle.loads`` + Sample on one of the pool's samples pickled as ``encoding="pickle"``
     stores them (dicts under ``f"{i:08}"`` keys)."""
-    pool, touch = c.pool, c.touch
+    pool = c.pool
     if pickled:
         return _bare_pickled(c)
 
@@ -263,22 +263,31 @@ def bare_lmdb(c: BoundInput, pickled: bool = False) -> BoundRun:
             env.sync(True)
 
     path = c.store("bare.lmdb", make)
-    env = lmdb.open(str(path), readonly=True, lock=False, readahead=False, subdir=True)
-    keys = [_pos(i) for i in range(pool.m)]
     spec = [(a[1].dtype, a[1].shape) for a in pool.args]
     meta = [(a[0], a[2], a[3], a[4], a[5]) for a in pool.args]
     frombuffer = np.frombuffer
+
+    def sample(i: int, value: bytes):
+        dt, sh = spec[i]
+        key, label, boxes, bl, mt = meta[i]
+        return make_sample(key, frombuffer(value, dt).reshape(sh), label, boxes, bl, mt)
+    return _bound_loops(c, path, [_pos(i) for i in range(pool.m)], sample)
+
+
+def _bound_loops(c: BoundInput, path: Path, keys: list[bytes], sample) -> BoundRun:
+    """The bounds' loops over the LMDB environment at ``path``: a scan walks a cursor, random and
+    batch reads ``txn.get`` the keys of ``c.idx``; ``sample(i, value)`` is sample ``i``."""
+    env = lmdb.open(str(path), readonly=True, lock=False, readahead=False, subdir=True)
+    touch = c.touch
     if c.op == "scan":
-        n, m = len(c.order), pool.m
+        n, m = len(c.order), c.pool.m
 
         def run():
             k = 0
             with env.begin() as txn:
                 while k < n:
                     for i, (_key, v) in enumerate(txn.cursor()):
-                        dt, sh = spec[i]
-                        key, label, boxes, bl, mt = meta[i]
-                        touch(make_sample(key, frombuffer(v, dt).reshape(sh), label, boxes, bl, mt).image)
+                        touch(sample(i, v).image)
                         k += 1
                         if k == n or i == m - 1:
                             break
@@ -290,15 +299,13 @@ def bare_lmdb(c: BoundInput, pickled: bool = False) -> BoundRun:
             with env.begin() as txn:
                 get = txn.get
                 for i in idx:
-                    dt, sh = spec[i]
-                    key, label, boxes, bl, mt = meta[i]
-                    touch(make_sample(key, frombuffer(get(keys[i]), dt).reshape(sh), label, boxes, bl, mt).image)
+                    touch(sample(i, get(keys[i])).image)
             return len(idx)
     return BoundRun(run, env.close, dataset_files(path))
 
 
 def _bare_pickled(c: BoundInput) -> BoundRun:
-    pool, touch, loads = c.pool, c.touch, pickle.loads
+    pool, loads = c.pool, pickle.loads
 
     def make(tmp: Path):
         nbytes = sum(a[1].nbytes + 4096 for a in pool.args)  # a pickled dict's fields fit in a page
@@ -309,33 +316,8 @@ def _bare_pickled(c: BoundInput) -> BoundRun:
             env.sync(True)
 
     path = c.store("bare-pickle.lmdb", make)
-    env = lmdb.open(str(path), readonly=True, lock=False, readahead=False, subdir=True)
-    keys = [_ascii_key(i) for i in range(pool.m)]
 
-    def sample(value: bytes):
+    def sample(_i: int, value: bytes):
         d = loads(value)
         return make_sample(d["key"], d["image"], d["label"], d["boxes"], d["box_labels"], d["meta"])
-
-    if c.op == "scan":
-        n, m = len(c.order), pool.m
-
-        def run():
-            k = 0
-            with env.begin() as txn:
-                while k < n:
-                    for i, (_key, v) in enumerate(txn.cursor()):
-                        touch(sample(v).image)
-                        k += 1
-                        if k == n or i == m - 1:
-                            break
-            return k
-    else:
-        idx = c.idx
-
-        def run():
-            with env.begin() as txn:
-                get = txn.get
-                for i in idx:
-                    touch(sample(get(keys[i])).image)
-            return len(idx)
-    return BoundRun(run, env.close, dataset_files(path))
+    return _bound_loops(c, path, [_ascii_key(i) for i in range(pool.m)], sample)
