@@ -71,7 +71,7 @@ def rerun_command(options: dict) -> list[str]:
     flags = (("sizes", "--sizes", csv_), ("workers", "--workers", csv_), ("formats", "--formats", csv_),
              ("presets", "--preset", csv_), ("rounds", "--rounds", str), ("batch_size", "--batch-size", str),
              ("mp_contexts", "--mp-context", csv_), ("seed", "--seed", str), ("folds", "--folds", str),
-             ("epochs", "--epochs", str), ("patch", "--patch", str))
+             ("epochs", "--epochs", str), ("patch", "--patch", str), ("fetch_workload", "--fetch-workload", str))
     for key, flag, fmt in flags:
         if options.get(key) is not None:
             args += [flag, fmt(options[key])]

@@ -45,7 +45,8 @@ class FakeConfig:
         self.values = {"sizes": None, "workers": "0,2", "formats": None, "preset": "cifar",
                        "cache": "warm", "rounds": "3", "data_dir": None, "batch_size": None,
                        "mp_context": None, "persistent": "off,on", "seed": "0", "folds": 5, "epochs": 3,
-                       "patch": "224,64", "benchmark_disable": True, "benchmark_enable": False, **given}
+                       "patch": "224,64", "fetch_workload": "none", "benchmark_disable": True,
+                       "benchmark_enable": False, **given}
 
     def getoption(self, name):
         return self.values[name]
@@ -121,10 +122,11 @@ def test_recorded_options_rebuild_the_command_line(tmp_path):
 
     opts = _options.from_config(FakeConfig(
         tmp_path, sizes="10,100", formats="npy,hdf5[gzip,level=4]", cache="both", seed="7", folds=2, epochs=4,
-        benchmark_enable=True))
+        fetch_workload="detect-aug", benchmark_enable=True))
     args = rerun_command(json.loads(json.dumps(opts.to_json())))
     text = " ".join(args)
     assert "--folds 2" in text and "--epochs 4" in text and "--seed 7" in text
+    assert "--fetch-workload detect-aug" in text
     assert args[args.index("--formats") + 1] == "npy,hdf5[gzip,level=4]"
     assert _options._items(args[args.index("--formats") + 1], "--formats") == ["npy", "hdf5[gzip,level=4]"]
 
@@ -132,7 +134,7 @@ def test_recorded_options_rebuild_the_command_line(tmp_path):
 @pytest.mark.parametrize("option, value, match", [
     ("preset", "mnist", "--preset"), ("rounds", "0", "--rounds"), ("mp_context", "thread", "--mp-context"),
     ("batch_size", "0", "--batch-size"), ("persistent", "maybe", "--persistent"), ("patch", "0x3", "--patch"),
-    ("cache", "cold,tepid", "--cache")])
+    ("cache", "cold,tepid", "--cache"), ("fetch_workload", "jitter", "--fetch-workload")])
 def test_bad_options_are_refused(tmp_path, option, value, match):
     with pytest.raises(ValueError, match=match):
         _options.from_config(FakeConfig(tmp_path, **{option: value}))
