@@ -112,17 +112,22 @@ def test_ctrl_c_exits_130_and_leaves_nothing(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "storebench.cli", "generate", "--preset", "cifar", "--n",
                              "200k", "--format", "png", "--out", str(tmp_path / "ds")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     def writing() -> bool:  # the temp directory exists and the writer is filling it
         return any(p.is_dir() and p.name.startswith(".ds.tmp-") and any(p.rglob("*.png"))
                    for p in tmp_path.iterdir())
 
-    while not writing():
-        assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-        time.sleep(0.05)
-    time.sleep(0.3)
-    proc.send_signal(signal.SIGINT)
-    _out, err = proc.communicate(timeout=60)
+    try:
+        while not writing():
+            assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.05)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=120)
+    finally:  # a failure here must not leave the writer running into the next tests
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "interrupted" in err
     assert list(tmp_path.iterdir()) == []
