@@ -7,11 +7,17 @@ PYTEST_ARGS ?=
 
 .PHONY: test bench claims venv lint golden lock clean tox-ci
 
+# LitData (the litdata format, Python 3.11 where torch is) declares torchvision, whose only wheel here is
+# a CUDA build that fails to import beside the CPU torch: it is installed without its declared
+# dependencies; the ones it uses are in pyproject's formats extra.  tox.ini does the same.
+NO_DEPS := "litdata ; python_version == '3.11'"
+
 # (Re)install when the project's requirements change; the lock pins every version.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[all]'
+	$(BIN)/python -m pip install -q -c constraints.txt --no-deps $(NO_DEPS)
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -64,6 +70,7 @@ lock: $(STAMP)
 	grep -v -E '^(nvidia-|cuda-|triton)' constraints.txt.tmp > constraints.txt
 	rm constraints.txt.tmp
 	echo 'torch==2.13.0 ; python_version == "3.11"' >> constraints.txt
+	echo 'litdata==0.2.76 ; python_version == "3.11"' >> constraints.txt  # NO_DEPS, not in pyproject
 
 clean:
 	rm -rf $(VENV) .tox .benchmarks .hypothesis .storebench-data .pytest_cache

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ._api import Format, Reader, WriteReport
-from ._bound import FLOOR, GATHER, Bound, BoundInput, BoundRun, NoBound, Pool
+from ._bound import FLOOR, GATHER, PREAD, Bound, BoundInput, BoundRun, NoBound, Pool
 from ._errors import ChecksumError, DatasetError, RegionError
 from ._fs import dataset_files, disk_usage
 from ._manifest import MANIFEST, read_manifest
@@ -54,6 +54,7 @@ __all__ = [
     "FLOOR",
     "GATHER",
     "IMAGE_MODES",
+    "PREAD",
     "Bound",
     "BoundInput",
     "BoundRun",

@@ -176,6 +176,13 @@ class Format(ABC):
     max_image_side : int or None
         The same for an image's height or width (dicom: 65535, as Rows and
         Columns are 16-bit).
+    native_loader_name : str or None
+        The training loader of the format's own library, when it has one
+        (``"webdataset.WebDataset"``, ``"litdata.StreamingDataLoader"``, ...):
+        the format then implements :meth:`native_loader`, which the
+        conformance suite checks (every sample once, pixel-exact, shuffled)
+        and the benchmark suite times beside storebench's DataLoader rows.
+        None (the default): no such loader.
     bound : storebench.formats._bound.Bound
         The bound row this format is measured against: the bare use of its
         own library producing the same Samples.  The default comes from
@@ -198,6 +205,7 @@ class Format(ABC):
     max_image_pixels: int | None = None  # a property where a library setting decides it (png)
     max_image_side: int | None = None
     libraries: ClassVar[tuple[str, ...]] = ()
+    native_loader_name: ClassVar[str | None] = None
     reader: ClassVar[type[Reader]]
 
     @property
@@ -205,6 +213,29 @@ class Format(ABC):
         """The :class:`~storebench.formats._bound.Bound` of this format (default: by ``image_codec``)."""
         from ._bound import default_bound
         return default_bound(self)
+
+    def native_loader(self, path: os.PathLike | str, *, batch_size: int, workers: int,
+                      seed: int) -> Iterable[dict]:
+        """One shuffled epoch of the dataset at ``path`` through the library's own loader.
+
+        What a user of the format's library writes instead of storebench's
+        Reader: the library reads its own files (never through
+        :meth:`open`), shuffles with its own mechanism, seeded by ``seed``,
+        and runs ``workers`` worker processes of its own kind (0: in this
+        process).  Iterating the result yields batches of ``batch_size``
+        (the last may be smaller) as :func:`storebench.workloads.collate`
+        makes them: ``"key"`` a list of str, ``"label"`` an int64 tensor,
+        ``"image"`` a uint8 (or the stored dtype) tensor stacked to
+        ``(B, ...)`` when the batch's images share a shape, else a list of
+        tensors.  Needs PyTorch.  Every call makes a new loader (workers
+        start when it is iterated).
+
+        Raises
+        ------
+        NotImplementedError
+            The format has no native loader (``native_loader_name`` is None).
+        """
+        raise NotImplementedError(f"{self.name} has no native loader (its native_loader_name is None)")
 
     @classmethod
     def library_versions(cls) -> dict[str, str]:

@@ -242,8 +242,39 @@ def gather(c: BoundInput) -> BoundRun:
     return BoundRun(run)
 
 
+def pread(c: BoundInput) -> BoundRun:
+    """The physical reference: one ``os.pread`` per sample of its storebench record (uncompressed,
+    :mod:`~storebench.formats._record`) from one flat file of the pool's records, at the offset an
+    in-memory index gives, decoded to a Sample: what reading a sample's bytes costs with nothing
+    but the file system between them (what lmdb, tfrecord and arrayrecord each add to it, their
+    rows show)."""
+    from ._record import decode, encode
+
+    pool = c.pool
+
+    def make(tmp: Path):
+        with open(tmp, "wb") as f:
+            for a in pool.args:
+                f.write(encode(make_sample(*a)))
+            f.flush()
+            os.fsync(f.fileno())
+
+    sizes = [len(encode(make_sample(*a))) for a in pool.args]
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64).tolist()
+    path = c.store("pread.bin", make)
+    fd = os.open(path, os.O_RDONLY)
+    idx, touch, read = c.idx, c.touch, os.pread
+
+    def run():
+        for i in idx:
+            touch(decode(read(fd, sizes[i], offsets[i])).image)
+        return len(idx)
+    return BoundRun(run, close=lambda: os.close(fd), files=[path])
+
+
 FLOOR = Bound("floor", floor)
 GATHER = Bound("gather", gather, ops=("batch",))
+PREAD = Bound("pread", pread)
 
 
 # --------------------------------------------------------------------------- decode-only

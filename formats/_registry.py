@@ -32,6 +32,9 @@ class Entry:
     cls: str  #: the Format subclass in that module
     requires: tuple[str, ...] = ()  #: top-level modules it imports (checked with find_spec)
     hint: str = ""  #: how to install what is missing
+    #: Why no storebench module exists for this format here (its library cannot be installed or
+    #: imported beside the project's lock); the format is then listed unavailable with this reason.
+    unavailable: str = ""
 
 
 #: name -> Entry.  Keep in the README's format table order.
@@ -49,7 +52,19 @@ BUILTIN: dict[str, Entry] = {
     "dicom": Entry("storebench.formats.dicom", "DICOM", ("pydicom",), "pip install 'storebench[dicom]'"),
     "zarr": Entry("storebench.formats.zarr_", "Zarr", ("zarr",), "pip install zarr"),
     "parquet": Entry("storebench.formats.parquet", "Parquet", ("pyarrow",), "pip install pyarrow"),
+    "lance": Entry("storebench.formats.lance_", "Lance", ("lance", "pyarrow"), "pip install pylance"),
+    "litdata": Entry("storebench.formats.litdata_", "LitData", ("litdata", "torch"),
+                     "pip install litdata (needs torch: storebench installs it on Python 3.11 only, from the "
+                     "local CPU wheel)"),
     "tfrecord": Entry("storebench.formats.tfrecord_", "TFRecord", ("tfrecord",), "pip install tfrecord"),
+    "arrayrecord": Entry("storebench.formats.arrayrecord", "ArrayRecord", ("array_record",),
+                         "pip install array-record"),
+    "mds": Entry("storebench.formats.mds", "MDS", ("streaming",), "pip install mosaicml-streaming", unavailable=(
+        "MosaicML Streaming (mosaicml-streaming 0.13.0) cannot work beside this project's lock: `import streaming` "
+        "imports torchvision (streaming.vision) and transformers (streaming.base.dataloader), and the only "
+        "torchvision wheel for torch 2.13.0 is a CUDA build that fails to import beside the CPU torch "
+        "('operator torchvision::nms does not exist'); it also requires numpy<2.2 (the lock has 2.4.6 on "
+        "Python 3.11, 2.5.5 on 3.12+). storebench ships no module for it")),
     "blosc2": Entry("storebench.formats.blosc2_", "Blosc2", ("blosc2",), "pip install blosc2"),
     "tiff": Entry("storebench.formats.tiff", "TIFF", ("tifffile", "imagecodecs"),
                   "pip install tifffile imagecodecs"),
@@ -108,6 +123,9 @@ def _load(name: str) -> None:
     if name in _classes or name in _failed:
         return
     entry = _targets[name]
+    if entry.unavailable:
+        _failed[name] = entry.unavailable
+        return
     try:
         obj = getattr(importlib.import_module(entry.module), entry.cls)
         _check_class(name, obj)
@@ -147,6 +165,8 @@ def missing_dependency(name: str) -> str | None:
         return None
     if name not in _targets:
         raise KeyError(f"unknown format {name!r}; known: {', '.join(sorted(_targets))}")
+    if _targets[name].unavailable:
+        return _targets[name].requires[0]
     for module in _targets[name].requires:
         try:
             found = importlib.util.find_spec(module) is not None

@@ -8,20 +8,30 @@
 z_min, x_max, y_max, z_max in a dataset of volumes), ``box_labels``
 (list<int64>) and ``meta`` (JSON string): the Petastorm / Hugging Face
 datasets layout, which pandas, polars, DuckDB and Spark read as it is.
-pyarrow writes it ``row_group_size`` rows at a time.  Files written before
-volumes existed have no ``depth`` column and read as 2-D images.
+pyarrow writes row groups of ``row_group_size`` rows; the pixels are never
+dictionary-encoded; ``page_index=True`` also writes the page index (column and
+offset indexes).  Files written before volumes existed have no ``depth`` column
+and read as 2-D images.
 
 Pick it when the dataset also feeds analytics or lives in a data lake, or to
-scan the label columns alone.  Caveats: the row group is the unit of random
-access, so ``r[i]`` reads and decodes ``row_group_size`` images (the last row
-group stays decoded per process, so neighbouring reads are cheap); the writer
-holds one row group in memory; a scan yields read-only views into Arrow buffers;
-threads may share a reader, its pyarrow reads take turns (a lock).
+scan the label columns alone; for shuffled reads, ``row_group_size=1`` (the
+bench's tuned variant).  The reader reads every column but the pixels once, at
+open, into an index; ``r[i]`` then reads the pixel column of its row group.
+Caveats: the row group is the unit of random access, as pyarrow reads whole
+column chunks: it has no read of selected rows or pages, and ignores the page
+index (it serves page-aware readers such as DuckDB or arrow-rs), so ``r[i]``
+decodes ``row_group_size`` images (the last row group stays decoded per
+process, so neighbouring reads are cheap); small row groups make the footer
+(about 0.7 kB per row group) and the open slower; the writer holds about
+``WRITE_BYTES`` of samples (at least one row group) in memory; a scan yields
+read-only views into Arrow buffers; threads may share a reader, its pyarrow
+reads take turns (a lock).
 """
 from __future__ import annotations
 
 import bisect
 import itertools
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
@@ -29,12 +39,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ._api import _NO_BOXES, DatasetError, Format, Reader, _sample
+from ._api import DatasetError, Format, Reader
 from ._bound import Bound, BoundInput, BoundRun, named
-from ._index import decode_meta, encode_meta
-from ._sample import DTYPE_NAMES, NO_BOXES_3D
+from ._index import DTYPES, Index, encode_meta
 
 COMPRESSIONS = ("none", "snappy", "zstd")
+WRITE_ROWS, WRITE_BYTES = 1024, 16 << 20  #: the writer's tables: whole row groups, to these sizes
 _SHAPE = ("depth", "height", "width", "channels")
 
 
@@ -79,15 +89,16 @@ def _table(rows: list, schema: pa.Schema) -> pa.Table:
 
 class Parquet(Format):
     name = "parquet"
-    bench_variants = ({}, {"row_group_size": 100})
+    # Tuned for shuffled reads: one row per row group, since pyarrow reads whole row groups.
+    bench_variants = ({}, {"row_group_size": 100}, {"row_group_size": 1})
     libraries = ("pyarrow",)
 
-    def __init__(self, row_group_size: int = 1000, compression: str = "none"):
+    def __init__(self, row_group_size: int = 1000, compression: str = "none", page_index: bool = False):
         if not (isinstance(row_group_size, int) and row_group_size >= 1):
             raise ValueError(f"row_group_size: must be an int >= 1, got {row_group_size!r}")
         if compression not in COMPRESSIONS:
             raise ValueError(f"compression: must be one of {COMPRESSIONS}, got {compression!r}")
-        self.row_group_size, self.compression = row_group_size, compression
+        self.row_group_size, self.compression, self.page_index = row_group_size, compression, page_index
 
     @property
     def random_access(self):
@@ -104,55 +115,76 @@ class Parquet(Format):
         return {"pyarrow": pa.__version__}
 
     def _write(self, samples, root: Path):
-        rows = list(itertools.islice(samples, self.row_group_size))
+        chunks = _chunks(samples, self.row_group_size)
+        first = next(chunks, [])
         # A dataset holds images or volumes (Format.write checks): the first sample decides the boxes' width.
-        schema = VOLUME_SCHEMA if rows and rows[0].image.ndim == 4 else SCHEMA
+        schema = VOLUME_SCHEMA if first and first[0].image.ndim == 4 else SCHEMA
         # Dictionaries and min/max statistics of pixel blobs cost time and bytes for nothing.
         with pq.ParquetWriter(root / "data.parquet", schema, compression=self.compression.upper(),
                               use_dictionary=["dtype"], write_statistics=["key", "label"],
-                              write_page_checksum=True) as w:
-            while rows:
+                              write_page_checksum=True, write_page_index=self.page_index) as w:
+            for rows in itertools.chain([first] if first else [], chunks):
                 w.write_table(_table(rows, schema), row_group_size=self.row_group_size)
-                rows = list(itertools.islice(samples, self.row_group_size))
 
 
-class _Block:
-    """A decoded row group (or record batch): Python lists, pixels as zero-copy views."""
+def _chunks(samples, group: int) -> Iterator[list]:
+    """Lists of whole row groups of samples (the last perhaps short), ``WRITE_ROWS`` or
+    ``WRITE_BYTES`` of pixels at most unless one row group is more: one ``write_table`` each
+    (a table per row group of one row would cost more than the write)."""
+    rows, size = [], 0
+    for s in samples:
+        rows.append(s)
+        size += s.image.nbytes
+        if len(rows) % group == 0 and (len(rows) + group > WRITE_ROWS or size >= WRITE_BYTES):
+            yield rows
+            rows, size = [], 0
+    if rows:
+        yield rows
 
-    def __init__(self, t, path):
-        c = {k: t.column(k) for k in SCHEMA.names if k in t.column_names}
-        c = {k: v.combine_chunks() if isinstance(v, pa.ChunkedArray) else v for k, v in c.items()}
-        box = c["boxes"]
-        self.off, self.data = _binary(c["image"])
-        self.keys, self.label, self.meta = (c[k].to_pylist() for k in ("key", "label", "meta"))
+
+_CODE = {d.name: k for k, d in enumerate(DTYPES)}
+
+
+def index_of(t: pa.Table, path, what: str = "data.parquet") -> Index:
+    """The :class:`~storebench.formats._index.Index` of a table of every column but ``image``:
+    keys, labels, shapes, dtypes, boxes and metadata, checked; DatasetError naming ``what``."""
+    try:
+        c = {k: t.column(k).combine_chunks() for k in t.column_names}
         names = c["dtype"].to_pylist()
-        if not set(names) <= set(DTYPE_NAMES):
-            raise DatasetError(path, f"data.parquet: dtypes {sorted(set(names) - set(DTYPE_NAMES), key=str)} "
-                               "are no Sample's")
-        self.dtype = [np.dtype(d) for d in names]
+        if not set(names) <= _CODE.keys():
+            raise DatasetError(path, f"{what}: dtypes {sorted(set(names) - _CODE.keys(), key=str)} are no Sample's")
+        box, labels = c["boxes"], c["box_labels"]
+        width = box.type.value_type.list_size  # 6 in a dataset of volumes
         h, w, ch = (c[k].to_numpy().astype(np.int64) for k in ("height", "width", "channels"))
         d = c["depth"].to_numpy().astype(np.int64) if "depth" in c else np.zeros_like(h)
-        width = box.type.value_type.list_size  # 6 in a dataset of volumes
-        if (np.maximum(d, 1) * h * w * np.maximum(ch, 1) * [x.itemsize for x in self.dtype]
-                != np.diff(self.off)).any():
-            raise DatasetError(path, "data.parquet: image sizes do not match their shapes")
         if len(d) and ((d > 0) != (width == 6)).any():
-            raise DatasetError(path, "data.parquet: the depth column does not match the boxes' width")
-        self.shape = [(a, b, e, k) if a else (b, e, k) if k else (b, e)
-                      for a, b, e, k in np.stack([d, h, w, ch], 1).tolist()]
-        self.box_off = box.offsets.to_numpy().tolist()
-        self.boxes = box.values.flatten().to_numpy().reshape(-1, width)
-        self.box_labels = c["box_labels"].values.to_numpy()
-        self.no_boxes = NO_BOXES_3D if width == 6 else _NO_BOXES
+            raise DatasetError(path, f"{what}: the depth column does not match the boxes' width")
+        box_off = box.offsets.to_numpy().astype(np.int64)
+        if not np.array_equal(box_off - box_off[0], labels.offsets.to_numpy() - labels.offsets[0].as_py()):
+            raise DatasetError(path, f"{what}: box labels do not match the boxes")
+        keys, meta = c["key"].to_pylist(), [m.encode() for m in c["meta"].to_pylist()]
+        arrays = {
+            "keys": np.frombuffer("".join(keys).encode("utf-8", "surrogatepass"), np.uint8),
+            "key_off": np.cumsum([0] + [len(k) for k in keys], dtype=np.int64),
+            "label": c["label"].to_numpy().astype(np.int64),
+            "shape": np.stack([d, h, w, ch] if width == 6 else [h, w, ch], 1),
+            "dtype": np.array([_CODE[n] for n in names], np.uint8), "box_off": box_off - box_off[0],
+            "boxes": box.flatten().flatten().to_numpy().reshape(-1, width),
+            "box_labels": labels.flatten().to_numpy(),
+            "meta": np.frombuffer(b"".join(meta), np.uint8),
+            "meta_off": np.cumsum([0] + [len(m) for m in meta], dtype=np.int64)}
+    except (TypeError, ValueError, AttributeError, KeyError, pa.ArrowException) as err:
+        if isinstance(err, DatasetError):
+            raise
+        raise DatasetError(path, f"{what}: the columns beside the pixels are damaged: {err!r}") from err
+    return Index(arrays, path, count=len(keys))
 
-    def sample(self, j: int, copy: bool = False):
-        image = self.data[self.off[j]:self.off[j + 1]].view(self.dtype[j]).reshape(self.shape[j])
-        image = image.copy() if copy else image  # a view pins the whole row group
-        b0, b1 = self.box_off[j], self.box_off[j + 1]
-        if b0 == b1:
-            return _sample(self.keys[j], image, self.label[j], self.no_boxes, meta=decode_meta(self.meta[j]))
-        return _sample(self.keys[j], image, self.label[j], self.boxes[b0:b1],
-                       self.box_labels[b0:b1], decode_meta(self.meta[j]))
+
+def pixels(index: Index, i: int, off: list[int], data: np.ndarray, j: int, path, what: str) -> np.ndarray:
+    """Sample ``i``'s image: value ``j`` of a pixel column (``off``, ``data`` from :func:`_binary`), a view."""
+    if off[j + 1] - off[j] != index.nbytes(i):
+        raise DatasetError(path, f"{what}: the image of sample {i} does not match its shape")
+    return data[off[j]:off[j + 1]].view(index.image_dtype[i]).reshape(index.image_shape[i])
 
 
 class ParquetReader(Reader):
@@ -163,32 +195,46 @@ class ParquetReader(Reader):
                                 page_checksum_verification=self.verify_reads)
         except (OSError, pa.ArrowException) as err:
             raise DatasetError(self.path, f"data.parquet is missing or damaged: {err}") from err
-        md = pf.metadata
-        if not set(REQUIRED) <= set(pf.schema_arrow.names) or md.num_rows != self._n:
+        md, names = pf.metadata, pf.schema_arrow.names
+        if not set(REQUIRED) <= set(names) or md.num_rows != self._n:
             pf.close()
             raise DatasetError(self.path, "data.parquet lacks this dataset's columns or rows")
         if pf.schema_arrow.field("boxes").type not in (SCHEMA.field("boxes").type, VOLUME_SCHEMA.field("boxes").type):
             pf.close()
             raise DatasetError(self.path, f"data.parquet: boxes column has type {pf.schema_arrow.field('boxes').type}")
+        try:  # everything but the pixels, once: a read then decodes the pixel column alone
+            self._index = self._decode(lambda: index_of(pf.read(columns=[n for n in names if n != "image"]),
+                                                        self.path))
+        except BaseException:
+            pf.close()
+            raise
         rows = [md.row_group(k).num_rows for k in range(md.num_row_groups)]
         self._starts, self._cached = np.cumsum([0] + rows).tolist(), (-1, None)
         return pf
 
-    def _decode(self, read, *args) -> _Block | None:
-        """``_Block(read(*args))``, or None where ``read`` returns None (the end of a scan)."""
+    def _decode(self, read, *args):
+        """``read(*args)``, pyarrow's errors on damaged bytes a DatasetError."""
         try:
-            t = read(*args)
-            return None if t is None else _Block(t, self.path)
-        except (OSError, TypeError, pa.ArrowException) as err:
+            return read(*args)
+        except DatasetError:
+            raise
+        except (OSError, TypeError, ValueError, pa.ArrowException) as err:
             raise DatasetError(self.path, f"data.parquet does not decode: {err!r}") from err
+
+    def _group(self, k: int):
+        """The pixel column of row group ``k``: (offsets, data), read alone and kept for its neighbours."""
+        cached = self._cached  # once: another thread may replace it meanwhile
+        if cached[0] != k:
+            with self._lock:  # one pyarrow read at a time on the shared ParquetFile
+                col = self._decode(lambda: self._handles.read_row_group(k, columns=["image"]).column(0))
+                cached = self._cached = (k, _binary(col))
+        return cached[1]
 
     def _read(self, i):
         k = bisect.bisect_right(self._starts, i) - 1
-        cached = self._cached  # once: another thread may replace it meanwhile
-        if cached[0] != k:  # read row group k alone; it stays decoded for its neighbours
-            with self._lock:  # one pyarrow read at a time on the shared ParquetFile
-                cached = self._cached = (k, self._decode(self._handles.read_row_group, k))
-        return cached[1].sample(i - self._starts[k], copy=True)
+        off, data = self._group(k)
+        img = pixels(self._index, i, off, data, i - self._starts[k], self.path, "data.parquet")
+        return self._index.sample(i, img.copy())  # a view would pin the whole row group
 
     def _read_many(self, idx):
         out = [None] * len(idx)
@@ -198,17 +244,18 @@ class ParquetReader(Reader):
 
     def _iter(self):
         with self._lock:
-            batches = self._handles.iter_batches(batch_size=max(np.diff(self._starts).tolist() or [1]))
+            batches = self._handles.iter_batches(batch_size=max(np.diff(self._starts).tolist() or [1]),
+                                                 columns=["image"])
+        index, i = self._index, 0
         while True:
             with self._lock:
-                block = self._decode(next, batches, None)
-            if block is None:
+                b = self._decode(next, batches, None)
+            if b is None:
                 return
-            yield from map(block.sample, range(len(block.keys)))
-
-    def _keys(self):
-        with self._lock:
-            return self._handles.read(columns=["key"]).column("key").to_pylist()
+            off, data = _binary(b.column(0))
+            for j in range(len(off) - 1):
+                yield index.sample(i, pixels(index, i, off, data, j, self.path, "data.parquet"))
+                i += 1
 
 
 Parquet.reader = ParquetReader

@@ -17,6 +17,13 @@ random access needs our index (WebDataset only streams); other tools read a
 one-channel PNG as ``(H, W)``; each process opens shards lazily, <= 64 at once,
 from the dataset directory it opened (so a dataset written over meanwhile is
 never read), and threads share them under a lock held for each ``pread``.
+
+Native loader (:meth:`Tar.native_loader`): the WebDataset README's pipeline over
+the shards, ``webdataset.WebDataset(shards, shardshuffle=..., seed=seed)`` +
+``.shuffle(SHUFFLE_BUFFER, seed=seed)`` + decode + ``.batched`` inside a
+``webdataset.WebLoader``; with workers, webdataset's ``split_by_worker`` hands
+each worker whole shards, so a dataset of fewer shards than workers leaves
+workers idle (``empty_check`` off: such a worker yields nothing).
 """
 from __future__ import annotations
 
@@ -35,8 +42,10 @@ from ._api import DatasetError, Format, Reader, Sample
 from ._bound import Bound, BoundInput, BoundRun
 from ._fs import _O_RDONLY
 from ._index import Index, IndexWriter
+from ._native import NativeLoader, collate
 
 READ_BLOCK = 4 << 20  # bytes per read of a scan
+SHUFFLE_BUFFER = 1000  #: samples in the native loader's shuffle buffer (the WebDataset README's figure)
 
 
 def _member(tf: tarfile.TarFile, name: str, data: bytes) -> int:
@@ -76,6 +85,7 @@ class Tar(Format):
     image_codec = "png"  # of uint8 2-D images; the others are .npy
     libraries = ("pillow", "webdataset")  # webdataset: the reader these shards are compatible with
     bench_variants = ({}, {"shard_size": 100})
+    native_loader_name = "webdataset.WebDataset"
 
     @property
     def bound(self) -> Bound:
@@ -113,6 +123,50 @@ class Tar(Format):
             shard += 1
         index.save(root / "index.npz")
         return {"shards": shard}
+
+    def native_loader(self, path, *, batch_size: int, workers: int, seed: int) -> NativeLoader:
+        """The WebDataset README's loader over the shards: shard shuffle, a sample shuffle buffer of
+        ``SHUFFLE_BUFFER``, PNG (Pillow) and .npy decoding, batches in the ``workers`` workers of a
+        ``WebLoader`` (torch's default start method), both shuffles seeded by ``seed``."""
+        try:
+            import webdataset as wds
+        except ImportError as err:
+            raise ImportError(f"tar's native loader needs webdataset (pip install webdataset): {err}") from err
+        import multiprocessing as mp
+
+        shards = sorted(str(p) for p in Path(path).glob("shard-*.tar"))
+        pipeline = (wds.WebDataset(shards, shardshuffle=max(len(shards), 1), seed=seed, empty_check=False)
+                    .shuffle(SHUFFLE_BUFFER, seed=seed)
+                    .decode(wds.handle_extension("png", png.decode))  # .npy and .json: webdataset's own
+                    .map(_wds_item)
+                    .batched(batch_size, collation_fn=collate))
+        # webdataset 1.0.2 leaves each shard's file to the garbage collector (webdataset#311, #383): a
+        # ResourceWarning per shard, and descriptors held until collected; close each once it is read.
+        pipeline.pipeline = [_ClosingOpen(st) if isinstance(st, wds.cache.StreamingOpen) else st
+                             for st in pipeline.pipeline]
+        loader = wds.WebLoader(pipeline, batch_size=None, num_workers=workers)
+        return NativeLoader(loader, workers=workers,
+                            mp_context=mp.get_start_method(allow_none=True) or mp.get_all_start_methods()[0])
+
+
+class _ClosingOpen:
+    """webdataset's shard opener, each shard closed when the next is asked for (or the epoch ends)."""
+
+    def __init__(self, opener):
+        self.opener = opener
+
+    def __call__(self, urls):
+        for shard in self.opener(urls):
+            with shard["stream"]:
+                yield shard
+
+
+def _wds_item(sample: dict) -> tuple[str, int, np.ndarray]:
+    """A decoded webdataset sample as (key, label, image): the key is the json's (the member names
+    are positions), the image in its stored shape (a one-channel PNG decodes as (H, W))."""
+    meta = sample["json"]
+    img = sample["png"] if "png" in sample else sample["npy"]
+    return meta["key"], meta["label"], img.reshape(meta["shape"])
 
 
 class TarReader(Reader):

@@ -15,7 +15,7 @@ import pytest
 
 from storebench import fixtures, formats
 from storebench.formats import Format, Reader, Sample
-from storebench.formats._bound import FLOOR, GATHER, OPS, Bound, NoBound, Pool
+from storebench.formats._bound import FLOOR, GATHER, OPS, PREAD, Bound, NoBound, Pool
 from storebench.formats.png import decode, encode
 from storebench.formats.testing import format_params
 from storebench.formats.testing._common import supported
@@ -128,13 +128,19 @@ def test_bound_builds_the_samples_the_format_reads(tmp_path, fmt, op):
 
 
 @pytest.mark.parametrize("op", ["scan", "random", "batch"])
-def test_floor_and_gather_use_the_pool(tmp_path, op):
+def test_floor_gather_and_pread_use_the_pool(tmp_path, op):
     samples = list(fixtures.make_dataset("cifar", 4))
     pool = Pool.of(samples, tag="t")
     seen, order, _b = _run(FLOOR, pool, op, 9, tmp_path)
     for img, i in zip(seen, order):
         np.testing.assert_array_equal(img, samples[i].image)
     ragged = Pool.of(_samples(formats.get("npy")), tag="r")
+    # pread: the pool's records in one file, read back sample by sample, whole Samples
+    seen, order, b = _run(PREAD, ragged, op, 9, tmp_path / "pread")
+    assert b.info["bound"] == "pread" and len(seen) == 9
+    for img, i in zip(seen, order):
+        np.testing.assert_array_equal(img, ragged.args[i][1])
+    assert [p.name for p in (tmp_path / "pread").rglob("*") if p.is_file()] == ["pread.bin"]
     with pytest.raises(NoBound, match="equal-shaped"):
         GATHER.open(pool=ragged, op="batch", perm=np.arange(4), batch=2, root=tmp_path, touch=id)
 

@@ -2,7 +2,8 @@
 
 zarr: a plain zarr v3 group, codecs that really compress, chunk options, deleted chunks (the flat
 layout; per-sample arrays and the tensorstore engine are in test_formats_zarr.py).
-parquet: the table other tools see, r[i] reads one row group, scans stay small.
+parquet: the table other tools see, r[i] reads the pixels of one row group, scans stay small, the
+page index.
 tfrecord: the ``tfrecord`` package reads our files and index, r[i] reads one record.
 """
 from __future__ import annotations
@@ -136,21 +137,21 @@ def test_parquet_table_is_what_other_tools_see(tmp_path):
         assert (json.loads(row["meta"]) if row["meta"] else {}) == s.meta
 
 
-def test_parquet_random_access_reads_one_row_group(tmp_path):
+def test_parquet_random_access_reads_the_pixels_of_one_row_group(tmp_path):
     fmt = formats.get("parquet", row_group_size=10)
     samples = list(fixtures.make_dataset("cifar", 50))
     fmt.write(samples, tmp_path / "ds")
-    with fmt.open(tmp_path / "ds") as r:
+    with fmt.open(tmp_path / "ds") as r:  # the other columns were read here, once
         pf, groups = r.handles, []
         read_row_group = pf.read_row_group
-        pf.read_row_group = lambda k, **kw: groups.append(k) or read_row_group(k, **kw)
+        pf.read_row_group = lambda k, **kw: groups.append((k, kw["columns"])) or read_row_group(k, **kw)
         pf.read = pf.iter_batches = None  # a whole-file read would now fail
         assert_same(samples[23], r[23])
         assert_same(samples[27], r[27])  # same row group: decoded once, kept
         assert_same(samples[-1], r[-1])
-        assert groups == [2, 4]
+        assert groups == [(2, ["image"]), (4, ["image"])]
         assert_all_same([samples[i] for i in (41, 3, 45, 7, 3)], r.read_batch([41, 3, 45, 7, 3]))
-        assert groups == [2, 4, 0, 4]  # row groups in file order, each once
+        assert [k for k, _ in groups] == [2, 4, 0, 4]  # row groups in file order, each once
 
 
 def test_parquet_scan_holds_one_row_group_at_a_time(tmp_path):
@@ -167,7 +168,24 @@ def test_parquet_scan_holds_one_row_group_at_a_time(tmp_path):
     assert peak < file_bytes / 3, (peak, file_bytes)
 
 
-@pytest.mark.parametrize("opts", [{"row_group_size": 0}, {"compression": "gzip"}])
+def test_parquet_tuned_variant_has_one_row_per_group_and_page_index_is_an_option(tmp_path):
+    import pyarrow.parquet as pq
+    tuned = formats.get("parquet", row_group_size=1)
+    assert tuned.random_access and {"row_group_size": 1} in tuned.bench_variants
+    samples = list(fixtures.make_dataset("cifar", 7))
+    tuned.write(samples, tmp_path / "tuned")
+    formats.get("parquet", row_group_size=3, page_index=True).write(samples, tmp_path / "paged")
+    md = pq.ParquetFile(tmp_path / "tuned/data.parquet").metadata
+    assert md.num_row_groups == 7 and not md.row_group(0).column(2).has_offset_index
+    md = pq.ParquetFile(tmp_path / "paged/data.parquet").metadata
+    assert [md.row_group(k).num_rows for k in range(md.num_row_groups)] == [3, 3, 1]
+    assert all(md.row_group(k).column(2).has_offset_index for k in range(md.num_row_groups))
+    assert "PLAIN_DICTIONARY" not in md.row_group(0).column(2).encodings  # pixels: never a dictionary
+    with tuned.open(tmp_path / "tuned") as r:
+        assert_all_same(samples, list(r))
+
+
+@pytest.mark.parametrize("opts", [{"row_group_size": 0}, {"compression": "gzip"}, {"page_index": 1}])
 def test_parquet_bad_options(opts):
     with pytest.raises(ValueError, match=next(iter(opts))):
         formats.get("parquet", **opts)

@@ -42,10 +42,18 @@ def same_sample(a: Sample, b: Sample, lossless: bool) -> bool:
         np.array_equal(a.boxes, b.boxes) and np.array_equal(a.box_labels, b.box_labels)
 
 
+def child_context(fmt: Format):
+    """How the suite starts a child process that uses ``fmt``: ``fork`` (the child inherits open
+    readers as they are), or ``forkserver`` where the format is not ``fork_safe`` (its library's
+    threads do not survive fork, and its reads there raise the RuntimeError the contract asks for)."""
+    return mp.get_context("fork" if fmt.fork_safe else "forkserver")
+
+
 def in_forked_child(target: Callable, args: tuple, timeout: float) -> tuple[str, str]:
-    """Run ``target(*args, conn)`` in a forked child; what it sends on ``conn``, or the outcome
+    """Run ``target(*args, conn)`` in a child (:func:`child_context` of the format ``args[0]``, a
+    forked child when ``args[0]`` is no Format); what it sends on ``conn``, or the outcome
     ``("hang", ...)`` / ``("signal", ...)`` when it answers nothing in ``timeout`` s or dies."""
-    ctx = mp.get_context("fork")
+    ctx = child_context(args[0]) if isinstance(args[0], Format) else mp.get_context("fork")
     parent, child = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=target, args=(*args, child))
     proc.start()

@@ -28,7 +28,7 @@ from hypothesis.stateful import (
 
 from .. import DatasetError, Format
 from . import assert_all_same, assert_same
-from ._common import cifar, leftovers
+from ._common import child_context, cifar, leftovers
 from ._workers import read_all, read_everything, write_then_exit, write_with_fsize_limit
 from .faults import OK_OUTCOMES, damaged_copies, fault_samples, probe
 
@@ -60,7 +60,7 @@ class ProcessTests:
         previous = cifar(fmt, 5, seed=1)
         path = tmp_path / "ds"
         fmt.write(previous, path)
-        ctx = mp.get_context("fork")
+        ctx = child_context(fmt)
         n = 400
         start = time.perf_counter()
         full = ctx.Process(target=write_then_exit, args=(fmt, tmp_path / "timing", n))
@@ -92,7 +92,7 @@ class ProcessTests:
     def test_disk_full_is_a_clear_error_and_leaves_nothing(self, fmt, tmp_path):
         if not fmt.modes >= {("uint8", 3)}:
             pytest.skip(f"{fmt.id} cannot store the cifar preset")
-        ctx = mp.get_context("fork")
+        ctx = child_context(fmt)
         parent, child = ctx.Pipe(duplex=False)
         proc = ctx.Process(target=write_with_fsize_limit, args=(fmt, tmp_path / "ds", child))
         proc.start()

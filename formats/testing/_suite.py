@@ -47,6 +47,7 @@ from . import (
 )
 from ._badinput import BadInputTests
 from ._common import cifar, leftovers, supported
+from ._native import NativeLoaderTests
 from ._processes import ProcessTests
 from ._readers import ReaderPinningTests
 from ._regions import RegionTests
@@ -55,7 +56,7 @@ from ._writers import WriterTests
 _IO_HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large]
 
 
-class FormatTests(ProcessTests, WriterTests, BadInputTests, ReaderPinningTests, RegionTests):
+class FormatTests(ProcessTests, WriterTests, BadInputTests, ReaderPinningTests, RegionTests, NativeLoaderTests):
     """The conformance suite for one format; subclass it and set :attr:`format_cls`.
 
     Attributes
@@ -89,7 +90,7 @@ class FormatTests(ProcessTests, WriterTests, BadInputTests, ReaderPinningTests, 
         "test_two_writers_of_one_path", "test_live_writers_temp_dir_survives_another_writer",
         "test_dead_writers_temp_dir_is_cleaned",
         "test_open_reader_when_another_process_writes_over_the_dataset", "test_open_reader_when_the_path_moves",
-        "test_open_reader_when_the_dataset_is_deleted",
+        "test_open_reader_when_the_dataset_is_deleted", "test_native_loader_with_workers",
     })
 
     @pytest.fixture

@@ -10,7 +10,6 @@ under a hypothesis profile of 100 examples or more, such as ``nightly``).
 """
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import re
 import threading
@@ -24,7 +23,7 @@ from hypothesis import settings
 
 from .. import Format, Sample, _registry
 from . import assert_all_same, mode_sample
-from ._common import leftovers
+from ._common import child_context, leftovers
 
 _WAIT = 120  # seconds any one writer may take before the test calls it hung
 
@@ -98,7 +97,7 @@ def _race(fmt: Format, path: Path, overwrite: bool, via: str) -> tuple[list[tupl
         for t in threads:
             t.join(2 * _WAIT)
         return outcomes, mine
-    ctx = mp.get_context("fork")
+    ctx = child_context(fmt)
     pbarrier = ctx.Barrier(2)
     pipes = [ctx.Pipe(duplex=False) for _ in mine]
     procs = [ctx.Process(target=_write_in_child, args=(fmt, s, path, overwrite, pbarrier, child))
@@ -214,7 +213,7 @@ class WriterTests:
             worker = threading.Thread(target=run)
             worker.start()
         else:
-            ctx = mp.get_context("fork")
+            ctx = child_context(fmt)
             paused, go = ctx.Event(), ctx.Event()
             parent, child = ctx.Pipe(duplex=False)
             worker = ctx.Process(target=_pause_in_child, args=(fmt, first, path, paused, go, child))
@@ -245,7 +244,7 @@ class WriterTests:
         and is left alone.
         """
         path = tmp_path / "ds"
-        proc = mp.get_context("fork").Process(target=_die_mid_write, args=(fmt, tagged_samples(fmt, 1), path))
+        proc = child_context(fmt).Process(target=_die_mid_write, args=(fmt, tagged_samples(fmt, 1), path))
         proc.start()
         proc.join(_WAIT)
         assert proc.exitcode == 0

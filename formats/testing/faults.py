@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import multiprocessing as mp
 import os
 import pickle
 import shutil
@@ -27,8 +26,9 @@ import numpy as np
 from .. import _registry
 from .._errors import DatasetError
 from .._manifest import MANIFEST
+from .._reader import Reader
 from .._sample import Sample
-from ._common import in_forked_child, same_sample, supported
+from ._common import child_context, in_forked_child, same_sample, supported
 
 OK_OUTCOMES = ("typed error", "correct data")
 TIMEOUT_S = 20
@@ -261,21 +261,23 @@ def _reference(fmt, path: Path, samples: list[Sample]):
     return r, ref
 
 
+def _send_outcome(fn, args, child):
+    try:
+        child.send(fn(*args))
+    except BaseException as err:  # the point is to classify everything
+        child.send(("untyped error", f"{type(err).__name__}: {err}"[-300:] + traceback.format_exc()[-600:]))
+    finally:
+        child.close()
+        os._exit(0)
+
+
 def _start_fork(fn, *args):
-    """Start ``fn(*args)`` in a forked child (which inherits open readers as they are)."""
-    ctx = mp.get_context("fork")
+    """Start ``fn(*args)`` in a forked child (which inherits open readers as they are); in a
+    forkserver child (readers pickled) where the format of ``args[0]`` is not ``fork_safe``."""
+    fmt = args[0].format if isinstance(args[0], Reader) else args[0]
+    ctx = child_context(fmt)
     parent, child = ctx.Pipe(duplex=False)
-
-    def run():
-        try:
-            child.send(fn(*args))
-        except BaseException as err:  # the point is to classify everything
-            child.send(("untyped error", f"{type(err).__name__}: {err}"[-300:] + traceback.format_exc()[-600:]))
-        finally:
-            child.close()
-            os._exit(0)
-
-    proc = ctx.Process(target=run)
+    proc = ctx.Process(target=_send_outcome, args=(fn, args, child))
     proc.start()
     child.close()
     return proc, parent
@@ -476,7 +478,7 @@ def two_writers(fmt, root: Path, trials: int = 6) -> tuple[str, str]:
     samples = concurrency_samples(fmt)
     tally: dict[str, int] = {}
     for t in range(trials):
-        path, go = root / f"new{t}", mp.get_context("fork").Event()
+        path, go = root / f"new{t}", child_context(fmt).Event()
         writers = [_start_fork(_write_new, fmt, path, samples, go) for _ in range(2)]
         time.sleep(0.05)
         go.set()  # both at once
