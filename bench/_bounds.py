@@ -28,14 +28,14 @@ from pathlib import Path
 import numpy as np
 
 from storebench import fixtures
-from storebench.formats._bound import FLOOR, GATHER, Bound, BoundRun, NoBound, Pool
+from storebench.formats._bound import FLOOR, GATHER, PREAD, Bound, BoundRun, NoBound, Pool
 
 from ._data import Dataset, pool_size
 from ._ops import patch_regions, touch
 from ._pagecache import prewarm
 
-__all__ = ["FLOOR", "GATHER", "PATCH_GATHER", "POOL_BYTES", "Bound", "BoundRun", "NoBound", "Pool", "make_pool",
-           "open_bound", "patch_gather"]
+__all__ = ["FLOOR", "GATHER", "PATCH_GATHER", "POOL_BYTES", "PREAD", "Bound", "BoundRun", "NoBound", "Pool",
+           "make_pool", "open_bound", "patch_gather"]
 
 POOL_BYTES = 32 << 20
 #: The bound of the patch rows: the same regions copied out of the pool's images in memory.

@@ -3,12 +3,20 @@
 A module of its own (importing torch).  The Dataset is storebench's
 :class:`~storebench.workloads.WorkloadDataset` with no workload: one
 ``read_batch`` per batch (``__getitems__``), the reader reopened in each worker.
+
+Time to first batch (:func:`time_to_first_batch`, extra_info
+``time_to_first_batch_s``): seconds from creating a loader (our DataLoader
+with its reader opened, or a format's native loader; no worker started yet)
+to the first batch in hand, workers started and the first batch read and
+collated.  Measured once per row, after its timed rounds (so the page cache
+is as the rounds left it: warm for warm rows), never inside a round.
 """
 from __future__ import annotations
 
 import contextlib
+import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import pytest
 import torch
@@ -50,3 +58,23 @@ def quiet_workers() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "This DataLoader will create", UserWarning)
         yield
+
+
+def time_to_first_batch(make: Callable[[], Iterable], close: Callable[[Iterable], None] | None = None) -> float:
+    """Seconds from ``make()`` (a new loader, its workers not started) to its first batch in hand.
+
+    The loader's iterator is then closed (its workers stopped) and ``close(loader)`` called.
+    """
+    start = time.perf_counter()
+    loader = make()
+    with quiet_workers():
+        it = iter(loader)
+        next(it, None)
+    seconds = time.perf_counter() - start
+    stop = getattr(it, "close", None)  # a generator's, Grain's iterator's; a DataLoader's stops on deletion
+    if stop is not None:
+        stop()
+    del it
+    if close is not None:
+        close(loader)
+    return round(seconds, 4)

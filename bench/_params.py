@@ -5,7 +5,7 @@ from typing import NamedTuple
 
 import pytest
 
-from ._bounds import FLOOR, GATHER
+from ._bounds import FLOOR, GATHER, PREAD
 
 
 class LoaderSpec(NamedTuple):
@@ -37,11 +37,11 @@ def loader_specs(opts) -> list[LoaderSpec]:
 
 def bound_params(formats: dict) -> list:
     """``pytest.param(bound, op)`` for the bounds ``formats`` (id -> Format) declare, each op it
-    is measured for; floor and gather always.
+    is measured for; floor, gather and pread (the physical reference) always.
 
     A library bound is listed only when its format is, so its library imports.
     """
-    bounds = {FLOOR.name: FLOOR, GATHER.name: GATHER}
+    bounds = {FLOOR.name: FLOOR, GATHER.name: GATHER, PREAD.name: PREAD}
     for fmt in formats.values():
         bounds.setdefault(fmt.bound.name, fmt.bound)
     return [pytest.param(b, op, id=f"{b.name}-{op}") for b in bounds.values() for op in b.ops]

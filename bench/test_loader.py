@@ -4,7 +4,10 @@ Ids read ``test_loader[lmdb-cifar-n1000-warm-w2-fork-persist]``.  Batches
 come from one ``read_batch`` per batch (the Dataset's ``__getitems__``).
 Without persistent workers a round includes starting and stopping the
 workers; with them, the workers start in an untimed first epoch.  Each test
-asserts the epoch saw every sample exactly once.
+asserts the epoch saw every sample exactly once.  ``time_to_first_batch_s``
+in extra_info: seconds from creating the loader (the reader opened, no
+worker started) to the first batch in hand, once per row after the timed
+rounds (:func:`bench._loader.time_to_first_batch`).
 """
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ import pytest
 
 pytest.importorskip("torch", reason="the DataLoader benchmarks need PyTorch")
 
-from bench._loader import epoch, make_loader, quiet_workers, skip_unless_fork_safe
+from bench._loader import epoch, make_loader, quiet_workers, skip_unless_fork_safe, time_to_first_batch
 
 pytestmark = pytest.mark.torch
 
@@ -28,9 +31,12 @@ def test_loader(runner, session, case, loader):
         with quiet_workers():
             return epoch(dl)
 
+    def new_loader():
+        return make_loader(case.dataset.open(), batch_size=opts.batch_size, workers=loader.workers,
+                           mp_context=loader.mp_context, persistent=loader.persistent, seed=opts.seed)
+
     def open_round():
-        dl = make_loader(case.dataset.open(), batch_size=opts.batch_size, workers=loader.workers,
-                         mp_context=loader.mp_context, persistent=loader.persistent, seed=opts.seed)
+        dl = new_loader()
         if loader.persistent:
             timed(dl)  # the workers start in this untimed epoch and serve the timed ones
         return (dl,)
@@ -41,4 +47,6 @@ def test_loader(runner, session, case, loader):
     keys = case.reads(runner, timed, "loader", open_round=open_round, close_round=close)
     with case.dataset.open() as r:
         assert sorted(keys) == sorted(r.keys()), "the epoch did not see every sample exactly once"
-    case.record(runner, "loader", loader=loader, batch_size=opts.batch_size)
+    first = time_to_first_batch(new_loader, close=lambda dl: dl.dataset.reader.close())
+    case.record(runner, "loader", loader=loader, batch_size=opts.batch_size,
+                extra={"time_to_first_batch_s": first})

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import cast
 
+from . import summary
 from .plots import IMAGE_FORMATS, write_figures
 from .results import ForeignResultsWarning, Run, foreign_message
 from .tables import Table, build_tables
@@ -33,6 +34,11 @@ NOTE = ("Rates are medians over the timed rounds (n images / median round time);
 
 
 RANKED_PREFIX = "ranked_"
+SUMMARY_NOTE = ("One row per format, preset, size and cache state (`summary.csv` has every digit): median images/s of "
+                "scans, shuffled single reads, batches, storebench's DataLoader (0 workers; 2 persistent workers) and "
+                "the format's own loader (0 and 2 workers), seconds to the first batch of the 2-worker loaders, "
+                "and the shuffled single reads against the format's own-library bound and against `pread` "
+                "(one `os.pread` per record from one flat file) of the same run.")
 RANKED_NOTE = ("One figure per operation: a bar per format of its median images/s (patches/s for patch reads) "
                "at the largest n it was run at (marked beside the id where that is smaller than the panel's), "
                "fastest on top, on a log axis. Formats on their default options are in the top panel, variants "
@@ -80,6 +86,8 @@ def render_markdown(runs: Sequence[Run], tables: Sequence[Table], figures: Seque
     lines += ["Results:", ""]
     lines += [f"- {describe_run(run)}" for run in runs]
     lines += ["", NOTE, ""]
+    if (rows := summary.summary_rows(runs)):
+        lines += ["## Summary", "", SUMMARY_NOTE, "", summary.to_markdown(rows)]
     for t in tables:
         lines += [f"## {t.group}", ""]
         if (cap := t.caption()):
@@ -123,6 +131,11 @@ def write_report(runs: Sequence[Run], out: str | Path,
         warnings.warn(msg, ForeignResultsWarning, stacklevel=2)
     tables = build_tables(runs)
     written = write_tables(tables, out / "tables")
+    if (rows := summary.summary_rows(runs)):
+        for path, text in ((out / "summary.md", f"# summary\n\n{SUMMARY_NOTE}\n\n" + summary.to_markdown(rows)),
+                           (out / "summary.csv", summary.to_csv(rows))):
+            path.write_text(text, encoding="utf-8", newline="\n")
+            written.append(path)
     figures = write_figures(runs, out / "figures", kinds)
     report = out / "report.md"
     report.write_text(render_markdown(runs, tables, figures, out), encoding="utf-8", newline="\n")

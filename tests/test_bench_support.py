@@ -423,7 +423,8 @@ def test_each_format_has_its_bound():
     assert formats.get("zip", encoding="raw").image_codec == "raw"
     assert formats.get("zip", encoding="raw").bound.name == "bare-zipfile[encoding=raw]"
     ids = [p.id for p in bound_params({"npy": formats.get("npy"), "png": formats.get("png")})]
-    assert ids == ["floor-scan", "floor-random", "floor-batch", "gather-batch", "bare-numpy-scan",
+    assert ids == ["floor-scan", "floor-random", "floor-batch", "gather-batch", "pread-scan", "pread-random",
+                   "pread-batch", "bare-numpy-scan",
                    "bare-numpy-random", "bare-numpy-batch", "decode-only[png]-scan"]
     avail = formats.available()
     if "lmdb" in avail and "hdf5" in avail:
