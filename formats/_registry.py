@@ -126,6 +126,10 @@ def _load(name: str) -> None:
     if entry.unavailable:
         _failed[name] = entry.unavailable
         return
+    if name in BUILTIN and (missing := missing_dependency(name)) is not None:
+        # Said before importing: a module may import its library lazily (litdata: torch).
+        _failed[name] = f"No module named {missing!r} (install: {entry.hint})"
+        return
     try:
         obj = getattr(importlib.import_module(entry.module), entry.cls)
         _check_class(name, obj)

@@ -26,14 +26,13 @@ Caveats: LitData keeps no checksums (damaged pixels read back as they are: use
 from __future__ import annotations
 
 import json
+import re
 import struct
 from functools import partial
 from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
-from litdata import StreamingDataLoader, StreamingDataset
-from litdata.streaming.writer import BinaryWriter
 
 from ._api import DatasetError, Format, Reader
 from ._bound import Bound, BoundInput, BoundRun, named
@@ -42,6 +41,7 @@ from ._native import NativeLoader, collate
 from ._sample import make_sample
 
 INDEX, KEYS = "index.json", "keys.json"
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(?:[kmgt]b?|b)\s*", re.IGNORECASE)  # litdata's suffixes
 BATCH_DECODES = ("item", "auto", "all")  #: or a window of N items
 FIELDS = ("key", "label", "image", "boxes", "box_labels", "meta")
 #: what LitData raises on damaged chunks or index (it checks nothing: a damaged length is struct's error)
@@ -62,6 +62,8 @@ def _native_item(item: dict) -> tuple[str, int, np.ndarray]:
 
 def _write_chunks(items, root: Path, chunk_bytes: str) -> int:
     """Every item of ``items`` into LitData chunks in ``root`` with the writer optimize runs; the count."""
+    from litdata.streaming.writer import BinaryWriter
+
     w, n = BinaryWriter(str(root), chunk_bytes=chunk_bytes), 0
     for n, item in enumerate(items, 1):
         w.add_item(n - 1, item)
@@ -81,12 +83,10 @@ class LitData(Format):
         if batch_decode not in BATCH_DECODES and not (batch_decode.isdigit() and int(batch_decode) > 0):
             raise ValueError(f"batch_decode: must be one of {BATCH_DECODES} or a window of N > 0 items, "
                              f"got {batch_decode!r}")
-        try:
-            from litdata.utilities.format import _convert_bytes_to_int
-            ok = _convert_bytes_to_int(chunk_bytes) > 0
-        except (ValueError, TypeError, KeyError):
-            ok = False
-        if not ok:
+        # LitData's size strings ("64MB", "1gb", "512k"; litdata.utilities.format converts them at write time),
+        # checked here without importing litdata (which imports torch).
+        if not (isinstance(chunk_bytes, str) and _SIZE.fullmatch(chunk_bytes) and float(_SIZE.fullmatch(
+                chunk_bytes)[1]) > 0):
             raise ValueError(f"chunk_bytes: must be a size such as '64MB', got {chunk_bytes!r}")
         self.batch_decode, self.chunk_bytes = batch_decode, chunk_bytes
 
@@ -118,6 +118,8 @@ class LitData(Format):
         windows), each item made (key, label, image) by the dataset's ``transform``."""
         import multiprocessing as mp
 
+        from litdata import StreamingDataLoader, StreamingDataset
+
         ds = StreamingDataset(str(path), shuffle=True, seed=seed, transform=_native_item)
         loader = StreamingDataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=collate)
         return NativeLoader(loader, workers=workers,
@@ -138,6 +140,8 @@ class LitDataReader(Reader):
         if not self._n:
             return ()  # LitData writes no chunk for no items
         try:
+            from litdata import StreamingDataset
+
             ds = StreamingDataset(str(self.path), batch_decode=self.format._litdata_batch_decode)
             n = len(ds)
         except PermissionError:
@@ -196,6 +200,8 @@ def bare_litdata(c: BoundInput, fmt: LitData) -> BoundRun:
         _write_chunks(({"image": np.ascontiguousarray(a[1])} for a in pool.args), tmp, fmt.chunk_bytes)
 
     path = c.store(f"bare-{fmt.chunk_bytes}.litdata", make)
+    from litdata import StreamingDataset
+
     ds = StreamingDataset(str(path), batch_decode=fmt._litdata_batch_decode)
     idx = c.idx  # pool positions: in order for a scan
 

@@ -185,7 +185,13 @@ def _collect(args: list[str]) -> list[str]:
     return [line for line in r.stdout.splitlines() if "::" in line]
 
 
-@pytest.mark.parametrize("name", list(cl.SCENARIOS))
+# Each collection is a pytest subprocess (10-20 s here): CI collects one scenario per benchmark file
+# (io and fetch, loader and correctness, patch, write and scan); the others run with -m slow.
+_CI_SCENARIOS = ("aptos-hdf5", "surf-zip", "notes-mmap", "realpython")
+
+
+@pytest.mark.parametrize("name", [n if n in _CI_SCENARIOS else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in cl.SCENARIOS])
 def test_each_scenario_collects_the_rows_its_claims_need(name):
     """The scenario's ids exist (formats, presets, -k): each claim side has a test of its operation and format."""
     args = cl.SCENARIOS[name].pytest_args()
