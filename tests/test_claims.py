@@ -204,5 +204,5 @@ def test_each_scenario_collects_the_rows_its_claims_need(name):
             if side is None:
                 continue
             fmt = cl._canonical(side.fmt) if side.fmt else ""
-            test = {"correctness": "test_zip_shared_handle"}.get(side.op, f"test_{side.op}")
+            test = {"correctness": "test_zip_shared_handle"}.get(side.op, f"test_{side.op.replace('-', '_')}")
             assert any(f"::{test}[" in i and (not fmt or f"[{fmt}-" in i) for i in ids), (claim.id, side, ids[:20])
