@@ -204,7 +204,8 @@ def test_a_third_party_png_format_gets_decode_only_and_a_raw_one_the_floor(tmp_p
     assert png_fmt.bound.name == "decode-only[pngfolder]" and png_fmt.bound.ops == ("scan",)
     assert raw_fmt.bound is FLOOR
     ids = [p.id for p in bound_params({"pngfolder": png_fmt, "rawfolder": raw_fmt})]
-    assert ids == ["floor-scan", "floor-random", "floor-batch", "gather-batch", "decode-only[pngfolder]-scan"]
+    assert ids == ["floor-scan", "floor-random", "floor-batch", "gather-batch", "pread-scan", "pread-random",
+                   "pread-batch", "decode-only[pngfolder]-scan"]
     samples = list(fixtures.make_dataset("cifar", 4))
     png_fmt.write(samples, tmp_path / "ds")
     seen, order, b = _run(png_fmt.bound, Pool.of(samples, tag="p"), "random", 7, tmp_path, tmp_path / "ds")
