@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -109,9 +110,16 @@ def test_ctrl_c_exits_130_and_leaves_nothing(tmp_path):
     import signal
     import time
 
+    def as_from_a_shell():
+        # A shell starts the command with SIGINT neither ignored nor blocked. This test process may
+        # have either inherited or set (a library's thread, a test's worker pool), and a child
+        # inherits both across exec: CPython leaves an ignored SIGINT ignored.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
     proc = subprocess.Popen([sys.executable, "-m", "storebench.cli", "generate", "--preset", "cifar", "--n",
                              "200k", "--format", "png", "--out", str(tmp_path / "ds")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=as_from_a_shell)
     deadline = time.monotonic() + 120
     def writing() -> bool:  # the temp directory exists and the writer is filling it
         return any(p.is_dir() and p.name.startswith(".ds.tmp-") and any(p.rglob("*.png"))
@@ -123,7 +131,12 @@ def test_ctrl_c_exits_130_and_leaves_nothing(tmp_path):
             time.sleep(0.05)
         time.sleep(0.3)
         proc.send_signal(signal.SIGINT)
-        _out, err = proc.communicate(timeout=120)
+        try:
+            _out, err = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            status = Path(f"/proc/{proc.pid}/status").read_text()
+            pytest.fail("the writer ignored SIGINT for 120 s: " + " ".join(
+                line for line in status.splitlines() if line.startswith(("SigBlk", "SigIgn", "SigCgt"))))
     finally:  # a failure here must not leave the writer running into the next tests
         if proc.poll() is None:
             proc.kill()
