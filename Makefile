@@ -26,10 +26,15 @@ venv: $(STAMP)
 # -m "not slow": the long race and fuzz trials run with `pytest -m slow` (or PYTEST_ARGS=).
 # The benchmark smoke run takes each format's default options (every variant's bound and
 # conformance are in tests/); `make bench` times every variant.
+# Two at a time, one per core: the conformance suite beside the other test files, then the
+# benchmark smoke run beside lint; the first's output follows the second's, and either failing fails.
+PAIR = { $(1) > $(2) 2>&1 & pid=$$!; $(3); st=$$?; wait $$pid || st=1; cat $(2); rm -f $(2); exit $$st; }
 test: $(STAMP)
-	$(BIN)/python -m pytest tests --benchmark-disable -m "not slow" $(PYTEST_ARGS)
-	STOREBENCH_FORMAT_VARIANTS=defaults $(BIN)/python -m pytest bench --benchmark-disable -m "not slow" $(PYTEST_ARGS)
-	$(MAKE) lint
+	@$(call PAIR,$(BIN)/python -m pytest tests/test_conformance.py --benchmark-disable -m "not slow" $(PYTEST_ARGS),\
+		.conformance.log,$(BIN)/python -m pytest tests --ignore=tests/test_conformance.py --benchmark-disable \
+		-m "not slow" $(PYTEST_ARGS))
+	@$(call PAIR,STOREBENCH_FORMAT_VARIANTS=defaults $(BIN)/python -m pytest bench --benchmark-disable -m "not slow" \
+		$(PYTEST_ARGS),.bench-smoke.log,$(MAKE) lint)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -43,10 +43,10 @@ import os
 import zlib
 from collections.abc import Iterator
 from functools import partial
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-import lance
 import numpy as np
 import pyarrow as pa
 
@@ -84,6 +84,8 @@ def _lance_here():
                            "pylance, which is not fork-safe (its threads do not survive fork; reads and writes "
                            "crash there); use the spawn or forkserver start method (DataLoader "
                            "multiprocessing_context='spawn')")
+    import lance  # here, not at the top: once imported, pylance warns at every fork of the process
+
     return lance
 
 
@@ -152,7 +154,7 @@ class Lance(Format):
         return Bound(named("bare-lance", self), partial(bare_lance, compression=self.compression))
 
     def info(self):
-        return {"pylance": lance.__version__}
+        return {"pylance": version("pylance")}
 
     def _write(self, samples, root: Path):
         first = list(itertools.islice(samples, 1))

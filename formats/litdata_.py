@@ -21,7 +21,8 @@ around each item asked for (reused by its shuffled streaming), so a random
 library's).  The native loader is ``StreamingDataLoader`` over
 ``StreamingDataset(path, shuffle=True, seed=seed)`` with LitData's defaults.
 Caveats: LitData keeps no checksums (damaged pixels read back as they are: use
-``verify``); it needs torch, which storebench installs on Python 3.11 only.
+``verify``); a ``StreamingDataset`` is not thread-safe, so threads sharing a reader
+take turns (a lock); it needs torch, which storebench installs on Python 3.11 only.
 """
 from __future__ import annotations
 
@@ -158,7 +159,8 @@ class LitDataReader(Reader):
 
     def _read(self, i):
         try:
-            item = self._handles[i]
+            with self._lock:  # a StreamingDataset is not thread-safe: one item at a time
+                item = self._handles[i]
         except PermissionError:
             raise  # names the chunk: not damage
         except _ERRORS as err:
