@@ -381,7 +381,8 @@ CLAIMS: tuple[Claim, ...] = (
           Rows("Parquet, one row per row group", "random", "parquet[1]")),
     Claim("parquet-tuned", _LA, "Tuned Parquet has over 60x better random access than default Parquet "
           "(Lance's paper concedes it).", "60x", 60.0, "vendor-random", "faster",
-          Rows("Parquet, one row per row group", "random", "parquet[1]"), Rows("Parquet, default", "random", "parquet")),
+          Rows("Parquet, one row per row group", "random", "parquet[1]"),
+          Rows("Parquet, default", "random", "parquet")),
     Claim("litdata-webdataset", _LD, "LitData streams 2x faster than other streaming solutions (its ImageNet "
           "table, against WebDataset and MosaicML).", "2x", 2.0, "vendor-streaming", "faster",
           Rows("LitData StreamingDataLoader", "native-loader", "litdata"),
