@@ -86,8 +86,8 @@ class LitData(Format):
                              f"got {batch_decode!r}")
         # LitData's size strings ("64MB", "1gb", "512k"; litdata.utilities.format converts them at write time),
         # checked here without importing litdata (which imports torch).
-        if not (isinstance(chunk_bytes, str) and _SIZE.fullmatch(chunk_bytes) and float(_SIZE.fullmatch(
-                chunk_bytes)[1]) > 0):
+        size = _SIZE.fullmatch(chunk_bytes) if isinstance(chunk_bytes, str) else None
+        if size is None or float(size[1]) <= 0:
             raise ValueError(f"chunk_bytes: must be a size such as '64MB', got {chunk_bytes!r}")
         self.batch_decode, self.chunk_bytes = batch_decode, chunk_bytes
 
