@@ -19,9 +19,9 @@ from typing import Any
 
 from ._api import Format, Reader, WriteReport
 from ._bound import FLOOR, GATHER, PREAD, Bound, BoundInput, BoundRun, NoBound, Pool
-from ._errors import ChecksumError, DatasetError, RegionError
+from ._errors import ChecksumError, DatasetError, LocalOnlyError, RegionError
 from ._fs import dataset_files, disk_usage
-from ._manifest import MANIFEST, read_manifest
+from ._manifest import MANIFEST, read_manifest, read_remote_manifest
 from ._region import check_region
 from ._registry import (
     ENTRY_POINT_GROUP,
@@ -33,6 +33,7 @@ from ._registry import (
     register,
     unavailable,
 )
+from ._remote import Remote, is_remote
 from ._sample import (
     ALL_MODES,
     DTYPE_NAMES,
@@ -70,6 +71,8 @@ __all__ = [
     "ChecksumError",
     "DatasetError",
     "Format",
+    "LocalOnlyError",
+    "Remote",
     "RegionError",
     "Reader",
     "Sample",
@@ -82,6 +85,7 @@ __all__ = [
     "disk_usage",
     "from_id",
     "get",
+    "is_remote",
     "make_sample",
     "missing_dependency",
     "modes_of",
@@ -92,8 +96,24 @@ __all__ = [
 ]
 
 
-def open_dataset(path: str | os.PathLike, *, verify: bool = False) -> Reader:
-    """Open any storebench dataset, with the format and options in its manifest."""
+def open_dataset(path: str | os.PathLike | Remote, *, verify: bool = False,
+                 storage_options: dict[str, Any] | None = None) -> Reader:
+    """Open any storebench dataset, with the format and options in its manifest.
+
+    ``path`` is a local directory or an ``s3://bucket/prefix`` URL of a dataset
+    uploaded as it is, with ``storage_options`` to reach it (``endpoint_url``,
+    ``key``, ``secret``, ``region``, ``retries``: see
+    :mod:`storebench.formats._remote`); a format that reads local files only
+    raises :class:`LocalOnlyError` naming why.
+    """
+    if isinstance(path, Remote) or is_remote(path):
+        remote = path if isinstance(path, Remote) else Remote(str(path), storage_options)
+        manifest = read_remote_manifest(remote)
+        try:
+            fmt = get(manifest["format"], **manifest.get("options", {}))
+        except (KeyError, TypeError, ValueError) as err:
+            raise DatasetError(remote, f"cannot open format {manifest['format']!r}: {err}") from err
+        return fmt.open(remote, verify=verify)
     path = Path(path)
     manifest = read_manifest(path)
     try:

@@ -28,7 +28,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from ._atomic import (
     _is_disk_full,
@@ -37,7 +37,7 @@ from ._atomic import (
     _sync_tree,
     start_write,
 )
-from ._errors import ChecksumError, DatasetError
+from ._errors import ChecksumError, DatasetError, LocalOnlyError
 from ._fs import dataset_files, disk_usage, read_file
 from ._manifest import (
     CHECKSUM_KIND,
@@ -48,9 +48,11 @@ from ._manifest import (
     check_files,
     content_crc,
     read_manifest,
+    read_remote_manifest,
 )
 from ._options import _checking_option_types, option_id
 from ._reader import Reader
+from ._remote import Remote, check_remote_files, is_remote
 from ._sample import (
     _NO_BOXES,
     _NO_LABELS,
@@ -183,6 +185,16 @@ class Format(ABC):
         conformance suite checks (every sample once, pixel-exact, shuffled)
         and the benchmark suite times beside storebench's DataLoader rows.
         None (the default): no such loader.
+    remote_reads : str or None
+        How the format reads a dataset in an object store (``s3://``), when
+        it can: ``"ranges"`` (byte ranges of a few large objects: only what a
+        read needs), ``"objects"`` (one whole object per sample), ``"shards"``
+        (whole shards, fetched to local disk and read there).  None (the
+        default): it needs local files, and ``local_only`` says why (an
+        ``open`` of an ``s3://`` URL raises :class:`LocalOnlyError` with it).
+    local_only : str
+        Why the format cannot read from an object store (when
+        ``remote_reads`` is None).
     bound : storebench.formats._bound.Bound
         The bound row this format is measured against: the bare use of its
         own library producing the same Samples.  The default comes from
@@ -206,6 +218,8 @@ class Format(ABC):
     max_image_side: int | None = None
     libraries: ClassVar[tuple[str, ...]] = ()
     native_loader_name: ClassVar[str | None] = None
+    remote_reads: str | None = None  # a property where an option decides it (zarr's engine)
+    local_only: str = "the format does not declare reads from an object store"
     reader: ClassVar[type[Reader]]
 
     @property
@@ -408,8 +422,15 @@ class Format(ABC):
 
     # ---- reading
 
-    def open(self, path: os.PathLike | str, *, verify: bool = False) -> Reader:
+    def open(self, path: os.PathLike | str | Remote, *, verify: bool = False,
+             storage_options: dict[str, Any] | None = None) -> Reader:
         """Open the dataset at ``path`` for reading.
+
+        ``path`` may be an ``s3://bucket/prefix`` URL (or a
+        :class:`~storebench.formats._remote.Remote`) of a dataset uploaded as
+        it is, with ``storage_options`` to reach it (``endpoint_url``,
+        ``key``, ``secret``, ``region``, ``retries``), for formats whose
+        ``remote_reads`` is set; the others raise :class:`LocalOnlyError`.
 
         ``path`` is made absolute once (a later ``os.chdir`` changes nothing)
         and the dataset's directory is held open: the reader keeps reading the
@@ -424,7 +445,14 @@ class Format(ABC):
             Nothing at ``path``.
         DatasetError
             ``path`` is not a complete dataset of this format.
+        LocalOnlyError
+            (a DatasetError) ``path`` is in an object store and the format
+            reads local files only.
         """
+        if isinstance(path, Remote) or is_remote(path):
+            return self._open_remote(cast("str | Remote", path), verify, storage_options)
+        if storage_options:
+            raise ValueError(f"{path}: storage_options are for s3:// URLs, not a local path")
         path = Path(os.path.abspath(path))
         manifest = read_manifest(path)
         if manifest["format"] != self.name:
@@ -442,6 +470,26 @@ class Format(ABC):
             raise
         return reader
 
+    def _open_remote(self, path: str | Remote, verify: bool, storage_options: dict[str, Any] | None) -> Reader:
+        remote = path if isinstance(path, Remote) else Remote(path, storage_options)
+        if isinstance(path, Remote) and storage_options:
+            raise ValueError(f"{path}: pass storage_options to Remote or to open, not both")
+        if self.remote_reads is None:
+            raise LocalOnlyError(remote, f"{self.id} reads local files only: {self.local_only}")
+        manifest = read_remote_manifest(remote)
+        if manifest["format"] != self.name:
+            raise DatasetError(remote, f"is a {manifest['format']!r} dataset, not {self.name!r}")
+        if manifest["format_version"] > self.version:
+            raise DatasetError(remote, f"format version {manifest['format_version']} is newer than "
+                               f"this reader ({self.name} v{self.version}); upgrade storebench")
+        check_remote_files(remote, manifest)
+        reader = self.reader(self, remote, manifest, verify)
+        try:
+            reader.handles
+        except BaseException:
+            reader.close()
+            raise
+        return reader
 
 
 def _check_image_size(fmt: Format, s: Sample, max_pixels: int | None, max_side: int | None) -> None:

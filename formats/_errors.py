@@ -11,13 +11,20 @@ class DatasetError(ValueError):
     an unknown format version.  The message names the path and the problem.
     """
 
-    def __init__(self, path: os.PathLike | str, problem: str):
+    def __init__(self, path: os.PathLike | str | object, problem: str):  # object: a Remote (its URL)
         self.path = str(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
 
     def __reduce__(self):
         return (type(self), (self.path, self.problem))
+
+
+class LocalOnlyError(DatasetError):
+    """The format reads local files only and was asked to open a dataset in an object store.
+
+    The message names the URL, the format and why (its ``local_only``).
+    """
 
 
 class ChecksumError(DatasetError):

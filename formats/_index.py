@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import posixpath
 import struct
 import tokenize
 import zipfile
@@ -211,10 +212,12 @@ class Index:
         path = path if path is not None else file
         try:
             # Open the file ourselves: np.load leaves it open when the zip is damaged.
-            with open(file, "rb") as f, np.load(f, allow_pickle=False) as z:
+            # a RemoteObject (an index in an object store) opens as one GET into memory
+            f = open(file, "rb") if isinstance(file, (str, PathLike)) else file.open("rb")
+            with f, np.load(f, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
         except FileNotFoundError as err:
-            raise DatasetError(path, f"index file {Path(file).name} is missing") from err
+            raise DatasetError(path, f"index file {posixpath.basename(str(file))} is missing") from err
         except PermissionError:
             raise  # names the file; not damage
         except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError, NotImplementedError,

@@ -43,11 +43,27 @@ def read_manifest(path: Path) -> dict:
         raise FileNotFoundError(f"{path}: no such file or directory")
     if not path.is_dir():
         raise DatasetError(path, "not a storebench dataset (not a directory)")
-    mpath = path / MANIFEST
     try:
-        manifest = json.loads(mpath.read_bytes())
+        raw = (path / MANIFEST).read_bytes()
     except FileNotFoundError as err:
         raise DatasetError(path, f"not a storebench dataset (no {MANIFEST})") from err
+    return parse_manifest(raw, path)
+
+
+def read_remote_manifest(remote) -> dict:
+    """Read and check ``storebench.json`` of a dataset in an object store (one GET)."""
+    try:
+        raw = remote.read_bytes(MANIFEST)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{remote}: no {MANIFEST} there (not a storebench dataset, or nothing "
+                                "at that prefix)") from err
+    return parse_manifest(raw, remote)
+
+
+def parse_manifest(raw: bytes, path) -> dict:
+    """The manifest in ``raw`` checked; DatasetError naming ``path`` if unusable."""
+    try:
+        manifest = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as err:
         raise DatasetError(path, f"damaged {MANIFEST}: {err}") from err
     if not isinstance(manifest, dict) or manifest.get("storebench") != "dataset":

@@ -33,6 +33,7 @@ from ._manifest import (
     content_crc,
 )
 from ._region import check_region, region_shape
+from ._remote import Remote, check_remote_files
 from ._sample import (
     Sample,
 )
@@ -72,9 +73,11 @@ class Reader(ABC):
     handle needs one (it is replaced in a forked child).
     """
 
-    def __init__(self, fmt: Format, path: Path, manifest: dict, verify: bool = False):
+    def __init__(self, fmt: Format, path: Path | Remote, manifest: dict, verify: bool = False):
         self.format = fmt
-        self.path = Path(path)
+        #: the dataset in an object store (its Remote), or None for a local one
+        self.remote: Remote | None = path if isinstance(path, Remote) else None
+        self.path: Any = path if isinstance(path, Remote) else Path(path)
         self.manifest = manifest
         self.verify_reads = verify
         self._n = manifest["count"]
@@ -154,9 +157,11 @@ class Reader(ABC):
                 if h is None:
                     if self._closed:
                         raise ValueError(f"{self.path}: reader is closed")
-                    self._pin()
+                    if self.remote is None:  # an object store has no directory to hold
+                        self._pin()
                     h = self._open_handles()
-                    self._check_pinned(h)
+                    if self.remote is None:
+                        self._check_pinned(h)
                     self._handles = h  # last: other threads read only once everything is set
         return h
 
@@ -203,6 +208,8 @@ class Reader(ABC):
         (``FileNotFoundError``, ``PermissionError``): the caller says what is
         damaged and what is merely unreadable.
         """
+        if self.remote is not None:  # one GET of the whole object
+            return self.remote.read_bytes(name)
         if self._dir_fd is None:
             self.handles  # pins the directory (and opens the format's handles) in this process
         return read_file(name, dir_fd=self._dir_fd)
@@ -358,10 +365,8 @@ class Reader(ABC):
     def _stored_crcs(self) -> np.ndarray:
         crcs = self._crcs
         if crcs is None:
-            if self._dir_fd is None:
-                self.handles  # pins the dataset
             try:  # from the pinned dataset, not whatever is at the path now
-                raw = read_file(CHECKSUMS, dir_fd=self._dir_fd)
+                raw = self.read_bytes(CHECKSUMS)
                 crcs = np.frombuffer(raw, "<u4", len(raw) // 4)
             except FileNotFoundError:
                 raise DatasetError(self.path, f"{CHECKSUMS} is missing") from None
@@ -399,7 +404,10 @@ class Reader(ABC):
         """
         if self._closed:
             raise ValueError(f"{self.path}: reader is closed")
-        check_files(self.path, self.manifest, deep=True)
+        if self.remote is not None:
+            check_remote_files(self.remote, self.manifest)
+        else:
+            check_files(self.path, self.manifest, deep=True)
         if self._handles is None:
             self.handles
         with self._damage_as_dataset_error("the keys"):
@@ -466,7 +474,8 @@ class Reader(ABC):
             self.close()
 
     def __reduce__(self):
-        return (_reopen, (self.format, str(self.path), self.manifest, self.verify_reads))
+        path = self.remote if self.remote is not None else str(self.path)
+        return (_reopen, (self.format, path, self.manifest, self.verify_reads))
 
     def __repr__(self):
         return f"<{type(self).__name__} {self.format.id} {str(self.path)!r} n={self._n}>"
@@ -515,6 +524,6 @@ def _index_array(indices: Any, path: Path) -> np.ndarray:
     raise TypeError(f"indices must be integers, got {what}; use np.flatnonzero(mask) for a mask")
 
 
-def _reopen(fmt: Format, path: str, manifest: dict, verify: bool) -> Reader:
+def _reopen(fmt: Format, path: str | Remote, manifest: dict, verify: bool) -> Reader:
     # No disk access here: the files open on first read in this process.
-    return fmt.reader(fmt, Path(path), manifest, verify)
+    return fmt.reader(fmt, path if isinstance(path, Remote) else Path(path), manifest, verify)

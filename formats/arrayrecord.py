@@ -74,6 +74,8 @@ def _ranges(sizes: list[int], group: int, block: int = BLOCK) -> list[tuple[int,
 
 class ArrayRecord(Format):
     name = "arrayrecord"
+    local_only = ("array_record's C++ reader opens paths with its own local file backend "
+                  "(it takes neither an s3:// URL nor a Python file object)")
     libraries = ("array-record",)
     bench_variants = ({}, {"group_size": 64})
     native_loader_name = "grain.MapDataset"

@@ -94,6 +94,7 @@ def chunks_and_blocks(shape: tuple[int, ...], itemsize: int, patch: int) -> tupl
 
 class Blosc2(Format):
     name = "blosc2"
+    local_only = 'blosc2.open reads local files (its remote arrays are served by a Caterva2 server, not S3)'
     partial_reads = True
     libraries = ("blosc2",)
     bench_variants = ({}, {"codec": "lz4"})

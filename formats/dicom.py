@@ -124,6 +124,8 @@ def _to_dataset(s, i: int, study: str, series: str) -> Dataset:
 
 class DICOM(Format):
     name = "dicom"
+    local_only = ("not wired yet: pydicom reads file objects; a folder of .dcm files would read one object per "
+                  "sample, as png does")
     modes = MODES
     image_codec = "dicom"
     max_image_side = MAX_SIDE

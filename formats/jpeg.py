@@ -91,6 +91,7 @@ DECODER, DECODE, ENCODER, ENCODE = _pick()
 
 class JPEG(Format):
     name = "jpeg"
+    local_only = 'not wired yet: a folder of JPEG files would read one object per sample, as png does'
     lossless = False
     modes = frozenset({("uint8", 0), ("uint8", 1), ("uint8", 3)})
     image_codec = "jpeg"  # bound: decode-only, this format's own bytes decoded from memory

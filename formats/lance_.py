@@ -117,6 +117,12 @@ def _file_crcs(dir_fd: int, data: bool = True) -> dict[str, int]:
     return out
 
 
+def _remote_crcs(remote, data: bool = True) -> dict[str, int]:
+    """:func:`_file_crcs` of a Lance dataset in an object store (a GET per object checked)."""
+    return {name: zlib.crc32(remote.read_bytes(name)) for name in sorted(remote.sizes())
+            if "/" in name and (data or not name.startswith("data/"))}
+
+
 def _with_compression(schema: pa.Schema, compression: str) -> pa.Schema:
     """``schema`` with Lance's compression of the pixel column set (field metadata, as pylance documents)."""
     k = schema.get_field_index("image")
@@ -142,6 +148,7 @@ class Lance(Format):
     libraries = ("pylance", "pyarrow")
     bench_variants = ({}, {"compression": "lz4"})  # raw pixels like parquet's default, and pylance's default
     native_loader_name = "lance.torch.data.SafeLanceDataset"
+    remote_reads = "ranges"  # Lance's object store: a take is ranged GETs of the rows' pages
 
     def __init__(self, compression: str = "none"):
         if compression not in COMPRESSIONS:
@@ -214,9 +221,13 @@ class LanceReader(Reader):
         # Lance's manifests are checked before pylance reads them, and with verify its data files too.
         self._check_lance_files(data=self.verify_reads)
         index = self._index = Index.load(self.path / "index.npz", self.path, count=self._n)
-        # The pinned directory: a path moved or written over never hands this reader other files.
-        uri = f"/proc/self/fd/{self._dir_fd}" if os.path.isdir("/proc/self/fd") else str(self.path)
-        ds = self._lance("is missing or damaged", _lance_here().dataset, uri)
+        if self.remote is not None:  # Lance's own object store, given storebench's storage options
+            ds = self._lance("is missing or damaged", lambda: _lance_here().dataset(
+                self.remote.url, storage_options=self.remote.lance_options()))
+        else:
+            # The pinned directory: a path moved or written over never hands this reader other files.
+            uri = f"/proc/self/fd/{self._dir_fd}" if os.path.isdir("/proc/self/fd") else str(self.path)
+            ds = self._lance("is missing or damaged", _lance_here().dataset, uri)
         schema, rows, versions = self._lance("is missing or damaged",
                                              lambda: (ds.schema, ds.count_rows(), len(ds.versions())))
         if not set(REQUIRED) <= set(schema.names) or rows != self._n or versions != 1:
@@ -234,10 +245,10 @@ class LanceReader(Reader):
         if not data:
             want = {k: v for k, v in want.items() if not k.startswith("data/")}
         fd = self._dir_fd  # pinned by the base class before _open_handles runs, until close
-        if fd is None:
+        if fd is None and self.remote is None:
             raise ValueError(f"{self.path}: reader is closed")
         try:
-            got = _file_crcs(fd, data)
+            got = _file_crcs(fd, data) if fd is not None else _remote_crcs(self.remote, data)
         except PermissionError:
             raise  # names the file; not damage
         except OSError as err:

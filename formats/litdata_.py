@@ -76,6 +76,8 @@ def _write_chunks(items, root: Path, chunk_bytes: str) -> int:
 
 class LitData(Format):
     name = "litdata"
+    local_only = ("not wired yet: LitData reads an s3:// input_dir by downloading whole chunks into a local "
+                  "cache with its own S3 client; storebench does not pass it the endpoint and credentials")
     libraries = ("litdata",)
     native_loader_name = "litdata.StreamingDataLoader"
     bench_variants = ({}, {"batch_decode": "auto"})  # ours, and LitData's default (a window per random read)

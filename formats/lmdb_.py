@@ -79,6 +79,7 @@ def _unpickled(value: bytes):
 
 class LMDB(Format):
     name = "lmdb"
+    local_only = 'LMDB memory-maps one local file (mdb_env_open takes a path; no object-store backend)'
     libraries = ("lmdb",)
     bench_variants = ({}, {"encoding": "pickle"})
 

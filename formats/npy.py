@@ -77,6 +77,7 @@ def _name(i: int) -> str:
 
 class Npy(Format):
     name = "npy"
+    local_only = "np.load(mmap_mode='r') memory-maps local files (mmap needs a local file descriptor)"
     libraries = ("numpy",)
     bench_variants = ({}, {"layout": "files"}, {"advise": "normal"})
 

@@ -36,6 +36,7 @@ CHUNK = 8 << 20  # bytes per sequential read in iteration
 
 class Pickle(Format):
     name = "pickle"
+    local_only = 'pickle files are loaded whole from a local path (nothing to read by range)'
     version = 2  # records name storebench.formats._sample.make_sample (v1: formats._api._sample)
     executes_code = True  # unpickles on read: trusted datasets only
 

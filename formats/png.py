@@ -95,6 +95,7 @@ class PNG(Format):
     image_codec = "png"  # bound: decode-only, this format's own bytes decoded from memory
     libraries = ("pillow",)
     bench_variants = ({}, {"compress_level": 1})
+    remote_reads = "objects"  # a GET of one image's object per sample
 
     @property
     def max_image_pixels(self) -> int | None:  # type: ignore[override]  # a property where the base has a plain attribute
@@ -120,6 +121,9 @@ class PNG(Format):
 class PNGReader(Reader):
     def _open_handles(self):
         index = Index.load(self.path / "index.npz", self.path, count=self._n)
+        if self.remote is not None:
+            self._index = index
+            return self.remote
         try:  # images/ of the pinned dataset: each read opens its file relative to it
             images = OpenDir(IMAGES, self._dir_fd)
         except OSError as err:
@@ -133,7 +137,8 @@ class PNGReader(Reader):
         try:
             # One read of the whole file: Pillow reading a file object makes a
             # dozen small buffered reads, as slow as decoding a 32x32 image.
-            img = decode(read_file(f"{i:08d}.png", dir_fd=self._handles.fd))
+            h = self._handles
+            img = decode(read_file(f"{i:08d}.png", dir_fd=h.fd) if h is not self.remote else h.read_bytes(name))
         except FileNotFoundError as err:
             raise DatasetError(self.path, f"{name} is missing") from err
         except PermissionError as err:  # not damage; opened relative to images/, so name it in full

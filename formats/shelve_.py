@@ -74,6 +74,7 @@ class _Shelf:
 
 class Shelve(Format):
     name = "shelve"
+    local_only = 'shelve opens a local dbm file by path (dbm has no file-object or object-store interface)'
     version = 2  # records name storebench.formats._sample.make_sample (v1: formats._api._sample)
     executes_code = True  # unpickles on read: trusted datasets only
 

@@ -39,6 +39,8 @@ _BROKEN = (sqlite3.Error, UnicodeDecodeError)
 
 class SQLite(Format):
     name = "sqlite"
+    local_only = ("SQLite opens a local database file through its own VFS (POSIX locks; Python's sqlite3 "
+                  "has no object-store VFS)")
     bench_variants = ({}, {"page_size": 65536})
 
     def __init__(self, page_size: int = 4096):

@@ -86,6 +86,7 @@ class Tar(Format):
     libraries = ("pillow", "webdataset")  # webdataset: the reader these shards are compatible with
     bench_variants = ({}, {"shard_size": 100})
     native_loader_name = "webdataset.WebDataset"
+    remote_reads = "ranges"  # a member per ranged GET; a scan reads blocks of a shard
 
     @property
     def bound(self) -> Bound:
@@ -184,7 +185,11 @@ class TarReader(Reader):
 
     def _close_handles(self, fds):
         while fds:
-            os.close(fds.popitem()[1])
+            f = fds.popitem()[1]
+            if isinstance(f, int):
+                os.close(f)
+            else:
+                f.close()
 
     def _pixels(self, i: int, buf: bytes, ext: str) -> np.ndarray:
         img = _decode(buf, ext)
@@ -206,9 +211,16 @@ class TarReader(Reader):
             fd = fds.get(k)
             if fd is None:
                 if len(fds) >= 64:  # far below the usual limit of 1024 descriptors
-                    os.close(fds.pop(next(iter(fds))))
-                fd = fds[k] = os.open(f"shard-{k:06d}.tar", _O_RDONLY, dir_fd=self._dir_fd)
-            return os.pread(fd, size, offset)
+                    old = fds.pop(next(iter(fds)))
+                    if isinstance(old, int):  # an S3 file is left to the collector: a thread may be reading it
+                        os.close(old)
+                if self.remote is not None:  # pyarrow's S3 file (a HEAD): each read one ranged GET
+                    fd = fds[k] = self.remote.open_input_file(f"shard-{k:06d}.tar")
+                else:
+                    fd = fds[k] = os.open(f"shard-{k:06d}.tar", _O_RDONLY, dir_fd=self._dir_fd)
+            if self.remote is None:
+                return os.pread(fd, size, offset)
+        return fd.read_at(size, offset)  # outside the lock: threads' GETs overlap
 
     def _decode(self, i: int, k: int, buf) -> Sample:
         try:

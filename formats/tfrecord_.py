@@ -51,6 +51,7 @@ _DTYPE = {d.name.encode(): d for d in DTYPES}
 
 class TFRecord(Format):
     name = "tfrecord"
+    local_only = 'not wired: the tfrecord package opens local paths by name (its reader takes no file object)'
     libraries = ("tfrecord", "protobuf")
 
     @property

@@ -40,6 +40,7 @@ single-threaded (parallelism comes from DataLoader workers).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import struct
@@ -167,6 +168,7 @@ class TIFF(Format):
     name = "tiff"
     partial_reads = True
     libraries = ("tifffile", "imagecodecs")
+    remote_reads = "ranges"  # tifffile parses pyarrow's S3 file; the tiles a read needs, a ranged GET each
     bench_variants = tuple(v for v in ({}, {"compression": "zstd", "predictor": True}, {"compression": "htj2k"},
                                        {"tile": 64}) if v.get("compression") not in unavailable_codecs())
 
@@ -231,13 +233,16 @@ class _Tiles:
 class TIFFReader(Reader):
     def _open_handles(self):
         index = Index.load(self.path / "index.npz", self.path, count=self._n)
+        self._tables: OrderedDict[int, _Tiles] = OrderedDict()
+        self._tables_lock = threading.Lock()
+        if self.remote is not None:  # each read opens its object as pyarrow's S3 file (ranged GETs)
+            self._index = index
+            return self.remote
         try:  # images/ of the pinned dataset: each read opens its file relative to it
             images = OpenDir(IMAGES, self._dir_fd)
         except OSError as err:
             raise DatasetError(self.path, f"{IMAGES}/ folder is missing") from err
         self._index = index
-        self._tables: OrderedDict[int, _Tiles] = OrderedDict()
-        self._tables_lock = threading.Lock()
         return images
 
     def _read(self, i):
@@ -247,8 +252,12 @@ class TIFFReader(Reader):
 
     def _read_region(self, i, region):
         name = f"{IMAGES}/{i:08d}.tif"
+        fd: Any
         try:
-            fd = os.open(f"{i:08d}.tif", _O_RDONLY, dir_fd=self._handles.fd)
+            if self.remote is not None:
+                fd = self.remote.open_input_file(name)
+            else:
+                fd = os.open(f"{i:08d}.tif", _O_RDONLY, dir_fd=self._handles.fd)
         except FileNotFoundError as err:
             raise DatasetError(self.path, f"{name} is missing") from err
         except PermissionError as err:  # not damage; opened relative to images/, so name it in full
@@ -260,9 +269,12 @@ class TIFFReader(Reader):
         except _BROKEN as err:
             raise DatasetError(self.path, f"{name} is damaged: {type(err).__name__}: {err}") from err
         finally:
-            os.close(fd)
+            if isinstance(fd, int):
+                os.close(fd)
+            else:
+                fd.close()
 
-    def _pixels(self, i: int, fd: int, region: tuple[slice, ...]) -> np.ndarray:
+    def _pixels(self, i: int, fd: Any, region: tuple[slice, ...]) -> np.ndarray:
         """``image[region]`` of sample ``i`` from its open file: the overlapping tiles only."""
         index = self._index
         shape, dtype = index.image_shape[i], index.image_dtype[i]
@@ -271,8 +283,9 @@ class TIFFReader(Reader):
         pages, rows, cols = region if volume else (slice(0, 1), *region)
         sides = shape[:3] if volume else (1, *shape[:2])
         if _advise is not None and any(s.stop - s.start < n for s, n in zip((pages, rows, cols), sides)):
-            _advise(fd, 0, 0, os.POSIX_FADV_RANDOM)  # a part: no readahead around its tiles
-        size = os.fstat(fd).st_size
+            if isinstance(fd, int):
+                _advise(fd, 0, 0, os.POSIX_FADV_RANDOM)  # a part: no readahead around its tiles
+        size = os.fstat(fd).st_size if isinstance(fd, int) else fd.size()
         (th, tw), across = t.tile, t.across
         out = np.empty((pages.stop - pages.start, rows.stop - rows.start, cols.stop - cols.start,
                         shape[-1] if len(shape) >= 3 else 1), dtype)
@@ -289,7 +302,8 @@ class TIFFReader(Reader):
                     if stop > size:
                         raise ValueError(f"tiles {k}..{j} of page {p} end at byte {stop}, past the "
                                          f"{size}-byte file")
-                    buf = memoryview(os.pread(fd, stop - start, start))
+                    buf = memoryview(os.pread(fd, stop - start, start) if isinstance(fd, int)
+                                     else fd.read_at(stop - start, start))
                     for q in range(k, j + 1):
                         a = offsets[q] - start
                         tile, (_s, _d, y, x, _c), _shape = t.decode(
@@ -303,7 +317,7 @@ class TIFFReader(Reader):
             return out
         return out[0] if len(shape) == 3 else out[0, :, :, 0]
 
-    def _tiles(self, i: int, fd: int, shape: tuple[int, ...], dtype: np.dtype) -> _Tiles:
+    def _tiles(self, i: int, fd: Any, shape: tuple[int, ...], dtype: np.dtype) -> _Tiles:
         with self._tables_lock:
             t = self._tables.get(i)
             if t is not None:
@@ -322,14 +336,15 @@ class TIFFReader(Reader):
 TIFF.reader = TIFFReader
 
 
-def _parse(fd: int, name: str, shape: tuple[int, ...], dtype: np.dtype, tag: int, predictor: bool) -> _Tiles:
+def _parse(fd: Any, name: str, shape: tuple[int, ...], dtype: np.dtype, tag: int, predictor: bool) -> _Tiles:
     """The tile tables of the TIFF file open at ``fd``, checked against the index's shape and dtype
     and the format's codec; ValueError (or tifffile's errors) if the file is not that."""
     volume = len(shape) == 4
     h, w = shape[1:3] if volume else shape[:2]
     samples = shape[-1] if len(shape) >= 3 else 1
     want_predictor = 1 if not predictor else 3 if dtype.kind == "f" else 2
-    with open(fd, "rb", closefd=False) as f, tifffile.TiffFile(f, name=name) as tif:
+    f = open(fd, "rb", closefd=False) if isinstance(fd, int) else contextlib.nullcontext(fd)
+    with f as f, tifffile.TiffFile(f, name=name) as tif:
         pages = tif.pages
         n = len(pages)
         if n != (shape[0] if volume else 1):

@@ -109,6 +109,16 @@ class Zarr(Format):
         return self.chunks is not None
 
     @property
+    def remote_reads(self) -> str | None:  # type: ignore[override]  # an option decides it
+        """zarr-python: FsspecStore over pyarrow's S3 file system, a chunk (or a byte range of one) per GET."""
+        return "ranges" if self.engine == "zarr" else None
+
+    @property
+    def local_only(self) -> str:  # type: ignore[override]  # an option decides it
+        return ("the tensorstore engine reads through tensorstore's file kvstore here (its s3 kvstore is "
+                "not wired to storebench's storage options); use engine='zarr' for s3://")
+
+    @property
     def bound(self) -> Bound:
         """bare-zarr with this format's layout, codec, chunks and engine."""
         return Bound(named("bare-zarr", self), partial(bare_zarr, fmt=self))
@@ -221,6 +231,29 @@ class _PinnedStore(zarr.storage.LocalStore):
         return [await self.get(key, prototype, byte_range) for key, byte_range in key_ranges]
 
 
+class _NoDir:
+    fd = -1
+
+    def close(self) -> None:
+        pass
+
+
+def _remote_store(remote, present: set[str]):
+    """zarr's FsspecStore over fsspec's wrapper of pyarrow's S3 file system, read-only, where a key
+    that was listed at open (or any under ``images/``) and is gone is a DatasetError, never zeros."""
+    from fsspec.implementations.asyn_wrapper import AsyncFileSystemWrapper
+
+    class _Store(zarr.storage.FsspecStore):
+        async def get(self, key, prototype=None, byte_range=None):
+            out = await super().get(key, prototype or default_buffer_prototype(), byte_range)
+            if out is None and (key in present or key.startswith("images/")):
+                raise DatasetError(remote, f"data.zarr/{key} is missing or unreadable in the object store")
+            return out
+
+    fs = AsyncFileSystemWrapper(remote.fsspec_fs(), asynchronous=True)
+    return _Store(fs, read_only=True, path=remote.key("data.zarr"))
+
+
 def _files_under(top: str, dir_fd: int) -> set[str]:
     """Keys (paths relative to ``dir_fd``) of the files under ``top``; none if it is not there."""
     return {os.path.join(d, f) for d, _dirs, files, _fd in os.fwalk(top, dir_fd=dir_fd) for f in files}
@@ -265,13 +298,21 @@ def _ts_spec(path: str, strict: bool) -> dict:
 class ZarrReader(Reader):
     def _open_handles(self):
         flat = self.manifest["options"].get("chunks") is None  # the layout the dataset was written in
+        zdir: Any
+        if self.remote is not None:  # zarr's FsspecStore over pyarrow's S3 file system: ranged GETs
+            zdir = _NoDir()
+        else:
+            try:
+                zdir = OpenDir("data.zarr", self._dir_fd)
+            except OSError as err:
+                raise DatasetError(self.path, f"data.zarr is missing: {err}") from err
         try:
-            zdir = OpenDir("data.zarr", self._dir_fd)
-        except OSError as err:
-            raise DatasetError(self.path, f"data.zarr is missing: {err}") from err
-        try:
-            present = _files_under("index", zdir.fd) | (_files_under("pixels", zdir.fd) if flat else set())
-            store = _PinnedStore(self.path / "data.zarr", zdir, self.path, present)
+            if self.remote is not None:
+                present = {k[len("data.zarr/"):] for k in self.remote.sizes() if k.startswith("data.zarr/")}
+                store = _remote_store(self.remote, present)
+            else:
+                present = _files_under("index", zdir.fd) | (_files_under("pixels", zdir.fd) if flat else set())
+                store = _PinnedStore(self.path / "data.zarr", zdir, self.path, present)
             group = zarr.open_group(store, mode="r", zarr_format=3)
             pixels = group["pixels"] if flat else None
             names = group["index"].attrs["columns"]

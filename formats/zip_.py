@@ -49,6 +49,7 @@ def safe_member(name: str) -> bool:
 
 class Zip(Format):
     name = "zip"
+    local_only = "not wired yet: zipfile would read pyarrow's S3 file object (a ranged GET per member)"
     modes: frozenset = png.MODES  # of the default encoding; an instance with encoding="raw" takes all
     libraries = ("pillow",)
     bench_variants = ({}, {"encoding": "raw"}, {"compression": "deflate", "encoding": "raw"})

@@ -51,12 +51,14 @@ from ._native import NativeLoaderTests
 from ._processes import ProcessTests
 from ._readers import ReaderPinningTests
 from ._regions import RegionTests
+from ._remote import RemoteTests
 from ._writers import WriterTests
 
 _IO_HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large]
 
 
-class FormatTests(ProcessTests, WriterTests, BadInputTests, ReaderPinningTests, RegionTests, NativeLoaderTests):
+class FormatTests(ProcessTests, WriterTests, BadInputTests, ReaderPinningTests, RegionTests, NativeLoaderTests,
+                  RemoteTests):
     """The conformance suite for one format; subclass it and set :attr:`format_cls`.
 
     Attributes
@@ -91,6 +93,7 @@ class FormatTests(ProcessTests, WriterTests, BadInputTests, ReaderPinningTests, 
         "test_dead_writers_temp_dir_is_cleaned",
         "test_open_reader_when_another_process_writes_over_the_dataset", "test_open_reader_when_the_path_moves",
         "test_open_reader_when_the_dataset_is_deleted", "test_native_loader_with_workers",
+        "test_object_store_faults_are_retried_or_typed",
     })
 
     @pytest.fixture
