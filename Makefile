@@ -33,7 +33,7 @@ test: $(STAMP)
 	@$(call PAIR,$(BIN)/python -m pytest tests/test_conformance.py --benchmark-disable -m "not slow" $(PYTEST_ARGS),\
 		.conformance.log,$(BIN)/python -m pytest tests --ignore=tests/test_conformance.py --benchmark-disable \
 		-m "not slow" $(PYTEST_ARGS))
-	@$(call PAIR,STOREBENCH_FORMAT_VARIANTS=defaults $(BIN)/python -m pytest bench --benchmark-disable -m "not slow" \
+	@$(call PAIR,STOREBENCH_FORMAT_VARIANTS=defaults $(BIN)/python -m pytest bench --benchmark-disable -m "not slow" --store local,s3 \
 		$(PYTEST_ARGS),.bench-smoke.log,$(MAKE) lint)
 
 lint: $(STAMP)

@@ -44,6 +44,10 @@ class BenchOptions:
     epochs: int = 3
     patch: tuple[tuple[int, ...], tuple[int, ...]] = DEFAULT_PATCH
     fetch_workload: str = "none"
+    stores: tuple[str, ...] = ("local",)
+    rtt_ms: float = 20.0
+    bandwidth_mbps: float = 1000.0
+    concurrency: int = 8
     smoke: bool = False
 
     def to_json(self) -> dict:
@@ -230,9 +234,31 @@ def add_options(parser) -> None:
                 help="patch shape of the patch rows and the random-patch workload: 224 is 224x224 for "
                      "images and 224^3 for volumes, 224,64 is 224x224 and 64^3 (the default), HxW and "
                      "DxHxW give shapes; a patch is clipped to the image")
+    g.addoption("--store", default="local", metavar="local|s3|local,s3",
+                help="where the read rows read from: local files, and/or s3 (test_remote: each dataset "
+                     "uploaded once to a local S3 endpoint, moto's, on 127.0.0.1; default local)")
+    g.addoption("--rtt-ms", default="20", metavar="MS",
+                help="the latency model's round-trip time per request for remote rows (default 20)")
+    g.addoption("--bandwidth-mbps", default="1000", metavar="MBIT/S",
+                help="the latency model's bandwidth for remote rows (default 1000: 1 Gbit/s)")
+    g.addoption("--concurrency", default="8", metavar="C",
+                help="the latency model's concurrent requests for remote rows (default 8)")
     g.addoption("--fetch-workload", default="none", metavar="WORKLOAD",
                 help="the workload the fetch rows run on every sample (default none: the fetch alone); "
                      "e.g. detect-aug, as the VinBigData notebook timed its loaders")
+
+
+STORES = ("local", "s3")
+
+
+def parse_positive(text: str, what: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise ValueError(f"{what}: expected a number, got {text!r}") from None
+    if not v > 0:
+        raise ValueError(f"{what}: must be > 0, got {text!r}")
+    return v
 
 
 def benchmarks_disabled(config) -> bool:
@@ -271,6 +297,10 @@ def from_config(config) -> BenchOptions:
         epochs=opt("epochs"),
         patch=parse_patch(opt("patch")),
         fetch_workload=parse_workload(opt("fetch_workload"), "--fetch-workload"),
+        stores=parse_choice(opt("store"), "--store", STORES),
+        rtt_ms=parse_positive(opt("rtt_ms"), "--rtt-ms"),
+        bandwidth_mbps=parse_positive(opt("bandwidth_mbps"), "--bandwidth-mbps"),
+        concurrency=parse_int(opt("concurrency"), "--concurrency", minimum=1),
         smoke=smoke,
     )
 

@@ -54,7 +54,8 @@ class Results:
         timed = [r for r in self.rows if r.rate]
         if not timed:
             return []
-        ops = ("write", "open", "scan", "random", "batch", "patch", "loader", "bound")
+        ops = ("write", "open", "scan", "random", "batch", "patch", "loader",
+               "s3-scan", "s3-random", "s3-batch", "s3-patch", "bound")
         order = {op: i for i, op in enumerate(ops)}
         timed.sort(key=lambda r: (order.get(r.op if r.fmt_id else "bound", 9), r.op, r.preset, r.n,
                                   r.cache or "", -cast(float, r.rate)))
@@ -67,6 +68,10 @@ class Results:
             notes = [f"{eff:6.1%} of {r.extra_info['bound']}"] if eff is not None else []
             if "vs_gather" in r.extra_info:
                 notes.append(f"{r.extra_info['vs_gather']:.1%} of gather")
+            if r.extra_info.get("store") == "s3" and r.extra_info.get("get_requests_per_sample") is not None:
+                x = r.extra_info
+                notes.append(f"{x['get_requests_per_sample']:.3g} GET and {x['bytes_per_sample']:,.0f} B per sample, "
+                             f"epoch {x['projected_epoch_s']:.3g} s at {x['latency_model']['rtt_ms']:g} ms RTT")
             if r.extra_info.get("amplification") is not None:
                 notes.append(f"reads {r.extra_info['amplification']:.3g}x the patch")
             unit = {"open": "opens/s", "patch": "patches/s"}.get(r.op, "") if r.fmt_id or r.op == "patch" else ""

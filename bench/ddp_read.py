@@ -18,6 +18,14 @@ path and start the same command on each node, e.g. two nodes of eight::
         --rdzv-endpoint=node0.example:29500 --rdzv-id=storebench \\
         bench/ddp_read.py /shared/datasets/xray-lmdb --workload detect-aug --workers 4
 
+From an object store, every rank reads the same bucket: ``DATASET`` is an
+``s3://bucket/prefix`` URL of a dataset uploaded as it is (formats whose
+``remote_reads`` is set), with ``--storage-options`` the JSON of
+``storage_options`` (``{"endpoint_url": ..., "key": ..., "secret": ...,
+"region": ...}``; without it, AWS's usual credentials)::
+
+    torchrun --nproc_per_node=8 bench/ddp_read.py s3://datasets/xray-parquet --workers 4
+
 ``--sampler exact`` (default) shards without padding, so the ranks together
 read every sample exactly once per epoch (ranks may differ by one sample:
 fine for reading, but DDP training needs equal steps: ``--sampler torch``
@@ -86,7 +94,10 @@ SAMPLERS = {"exact": ExactDistributedSampler, "torch": DistributedSampler}
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("dataset", help="a storebench dataset directory (the same path on every node)")
+    p.add_argument("dataset", help="a storebench dataset directory (the same path on every node), or an "
+                   "s3://bucket/prefix URL")
+    p.add_argument("--storage-options", default=None, metavar="JSON",
+                   help="storage_options for an s3:// dataset, as JSON (endpoint_url, key, secret, region)")
     p.add_argument("--workload", default="classify-aug",
                    help=f"workload name or a+b chain: {', '.join(WORKLOADS)} (default classify-aug)")
     p.add_argument("--epochs", type=int, default=2, help="timed epochs (default 2)")
@@ -118,7 +129,12 @@ def main(argv=None) -> dict | None:
     rank, world = dist.get_rank(), dist.get_world_size()
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     cuda = args.device == "cuda"
-    reader = formats.open_dataset(args.dataset)
+    remote = formats.is_remote(args.dataset)
+    if args.storage_options and not remote:
+        raise SystemExit("--storage-options is for an s3:// dataset")
+    if args.evict and remote:
+        raise SystemExit("--evict is for a local dataset (an object store has no page cache here)")
+    reader = formats.open_dataset(args.dataset, storage_options=json.loads(args.storage_options or "null"))
     workload = None if args.workload == "none" else get_workload(args.workload, seed=args.seed)
     data = WorkloadDataset(reader, workload, fetch=args.fetch)
     sampler = SAMPLERS[args.sampler](data, num_replicas=world, rank=rank, shuffle=True, seed=args.seed)
@@ -165,7 +181,8 @@ def main(argv=None) -> dict | None:
     if rank == 0:
         result = {
             "world_size": world, "nodes": len(set(hosts)), "backend": args.backend,
-            "dataset": str(reader.path), "format": reader.format.id, "n": len(reader),
+            "dataset": str(reader.path), "store": "s3" if remote else "local",
+            "format": reader.format.id, "n": len(reader),
             "workload": args.workload, "fetch": args.fetch, "sampler": args.sampler,
             "batch_size": args.batch_size, "workers": args.workers, "device": args.device,
             "evict": args.evict, "torch": torch.__version__, "epochs": epochs,

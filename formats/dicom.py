@@ -124,8 +124,7 @@ def _to_dataset(s, i: int, study: str, series: str) -> Dataset:
 
 class DICOM(Format):
     name = "dicom"
-    local_only = ("not wired yet: pydicom reads file objects; a folder of .dcm files would read one object per "
-                  "sample, as png does")
+    remote_reads = "objects"  # a GET of one file's object per sample
     modes = MODES
     image_codec = "dicom"
     max_image_side = MAX_SIDE
@@ -153,6 +152,9 @@ class DICOM(Format):
 class DICOMReader(Reader):
     def _open_handles(self):
         index = Index.load(self.path / "index.npz", self.path, count=self._n)
+        if self.remote is not None:  # a GET of one file's object per read
+            self._index = index
+            return self.remote
         try:  # images/ of the pinned dataset: each read opens its file relative to it
             images = OpenDir("images", self._dir_fd)
         except OSError as err:
@@ -162,7 +164,10 @@ class DICOMReader(Reader):
 
     def _file(self, i: int) -> io.BytesIO:
         # Read whole, then parsed from memory: pydicom opens paths only by name.
-        return io.BytesIO(read_file(f"{i:08d}.dcm", dir_fd=self._handles.fd))
+        h = self._handles
+        if h is self.remote:
+            return io.BytesIO(h.read_bytes(f"images/{i:08d}.dcm"))
+        return io.BytesIO(read_file(f"{i:08d}.dcm", dir_fd=h.fd))
 
     def _read(self, i):
         index = self._index

@@ -91,7 +91,7 @@ DECODER, DECODE, ENCODER, ENCODE = _pick()
 
 class JPEG(Format):
     name = "jpeg"
-    local_only = 'not wired yet: a folder of JPEG files would read one object per sample, as png does'
+    remote_reads = "objects"  # a GET of one file's object per sample
     lossless = False
     modes = frozenset({("uint8", 0), ("uint8", 1), ("uint8", 3)})
     image_codec = "jpeg"  # bound: decode-only, this format's own bytes decoded from memory
@@ -125,6 +125,9 @@ class JPEG(Format):
 class JPEGReader(Reader):
     def _open_handles(self):
         index = Index.load(self.path / "index.npz", self.path, count=self._n)
+        if self.remote is not None:  # a GET of one image's object per read
+            self._index = index
+            return self.remote
         try:  # images/ of the pinned dataset: opening NAME.jpg relative to it skips
             handles = OpenDir("images", self._dir_fd)  # the directories above, a third of a read
         except OSError as err:
@@ -137,7 +140,9 @@ class JPEGReader(Reader):
         shape = index.image_shape[i]
         name = f"{i:08d}.jpg"
         try:
-            img = DECODE(read_file(name, dir_fd=self._handles.fd), len(shape) == 2 or shape[2] == 1)
+            h = self._handles
+            buf = read_file(name, dir_fd=h.fd) if h is not self.remote else h.read_bytes(f"images/{name}")
+            img = DECODE(buf, len(shape) == 2 or shape[2] == 1)
         except FileNotFoundError as err:
             raise DatasetError(self.path, f"images/{name} is missing") from err
         except PermissionError as err:  # not damage; opened relative to images/, so name it in full

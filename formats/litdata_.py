@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import struct
+import tempfile
 from functools import partial
 from importlib.metadata import version
 from pathlib import Path
@@ -76,8 +78,7 @@ def _write_chunks(items, root: Path, chunk_bytes: str) -> int:
 
 class LitData(Format):
     name = "litdata"
-    local_only = ("not wired yet: LitData reads an s3:// input_dir by downloading whole chunks into a local "
-                  "cache with its own S3 client; storebench does not pass it the endpoint and credentials")
+    remote_reads = "ranges"  # StreamingDataset(input_dir=Dir(cache, "s3://...")): an item's bytes by ranged GETs
     libraries = ("litdata",)
     native_loader_name = "litdata.StreamingDataLoader"
     bench_variants = ({}, {"batch_decode": "auto"})  # ours, and LitData's default (a window per random read)
@@ -143,21 +144,41 @@ class LitDataReader(Reader):
         if not self._n:
             return ()  # LitData writes no chunk for no items
         try:
+            return self._dataset()
+        except BaseException:
+            self._close_handles(None)  # a remote dataset's cache directory
+            raise
+
+    def _dataset(self):
+        try:
             from litdata import StreamingDataset
 
-            ds = StreamingDataset(str(self.path), batch_decode=self.format._litdata_batch_decode)
+            if self.remote is not None:  # LitData's S3 client (boto3); its cache: a directory of this reader's
+                from litdata.streaming.resolver import Dir
+
+                self._cache = tempfile.mkdtemp(prefix="storebench-litdata-")
+                ds = StreamingDataset(input_dir=Dir(path=self._cache, url=self.remote.url),
+                                      storage_options=self.remote.boto3_options(),
+                                      batch_decode=self.format._litdata_batch_decode)
+            else:
+                ds = StreamingDataset(str(self.path), batch_decode=self.format._litdata_batch_decode)
             n = len(ds)
         except PermissionError:
             raise
         except _ERRORS as err:
             raise DatasetError(self.path, f"{INDEX} or a chunk is not LitData's: {type(err).__name__}: {err}") from err
-        self._check_pinned(ds)
+        if self.remote is None:
+            self._check_pinned(ds)
         if n != self._n:
             raise DatasetError(self.path, f"{INDEX} holds {n} items, the manifest {self._n}")
         return ds
 
     def _close_handles(self, handles):
-        pass  # LitData's memory maps close with the dataset object
+        # LitData's memory maps close with the dataset object; a remote dataset's cache goes with the reader
+        cache = getattr(self, "_cache", None)
+        if cache is not None:
+            self._cache = None
+            shutil.rmtree(cache, ignore_errors=True)
 
     def _read(self, i):
         try:

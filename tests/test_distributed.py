@@ -96,3 +96,21 @@ def test_ranks_together_read_every_sample_once_per_epoch(tmp_path):
         orders.append(per_rank[0])
     assert orders[0] != orders[1], "set_epoch reshuffles"
     assert res["images/s"] == max(e["images/s"] for e in res["epochs"])
+
+
+def test_ranks_read_one_bucket(tmp_path, s3_server):
+    """K = 1 and 2 ranks read an s3:// dataset from the local S3 endpoint: every sample once per
+    epoch, all of it through the server."""
+    path = tmp_path / "ds"
+    formats.get("parquet", row_group_size=4).write(fixtures.make_dataset("cifar", 9), path)
+    url = s3_server.upload(path, "ddp/parquet")
+    with formats.open_dataset(path) as r:
+        keys = sorted(r.keys())
+    for world in (1, 2):
+        s3_server.reset()
+        res = launch_ranks(world, [url, "--storage-options", json.dumps(s3_server.storage_options),
+                                   "--workload", "none", "--batch-size", "2", "--epochs", "1", "--record-keys"])
+        assert res["world_size"] == world and res["store"] == "s3" and res["dataset"] == url
+        per_rank = res["epochs"][0]["keys"]
+        assert sorted(k for ks in per_rank for k in ks) == keys, "a sample was missed or read twice"
+        assert s3_server.stats()["get"] >= world, "every rank read from the server"
