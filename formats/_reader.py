@@ -68,6 +68,14 @@ class Reader(ABC):
     another dataset's files.  Files ``_open_handles`` opens by path are
     checked after it: the path must still be the pinned directory.
 
+    A dataset in an object store (``self.remote``, a
+    :class:`~storebench.formats._remote.Remote`; ``self.path`` is then that
+    Remote, whose str is the URL) has no directory to hold: each process's
+    first open checks that the manifest is still the one the reader was
+    opened with, and formats read their objects through ``self.remote``
+    (``read_bytes`` works for both).  Objects replaced while a reader reads
+    them are not detected beyond that (S3 has no open handle to keep).
+
     A reader is safe to share between threads: the base class opens handles
     once under a lock, and ``self._lock`` serves a format whose library
     handle needs one (it is replaced in a forked child).
@@ -157,8 +165,10 @@ class Reader(ABC):
                 if h is None:
                     if self._closed:
                         raise ValueError(f"{self.path}: reader is closed")
-                    if self.remote is None:  # an object store has no directory to hold
+                    if self.remote is None:
                         self._pin()
+                    else:  # an object store has no directory to hold: the manifest must still be this one
+                        self._check_remote_manifest()
                     h = self._open_handles()
                     if self.remote is None:
                         self._check_pinned(h)
@@ -181,6 +191,18 @@ class Reader(ABC):
             os.close(fd)
             raise DatasetError(self.path, f"{_REPLACED} (its {MANIFEST} differs)")
         self._dir_fd = fd
+
+    def _check_remote_manifest(self) -> None:
+        assert self.remote is not None
+        try:
+            raw = self.remote.read_bytes(MANIFEST)
+            same = json.loads(raw) == self.manifest
+        except FileNotFoundError:
+            same = False
+        except ValueError:
+            same = False
+        if not same:
+            raise DatasetError(self.path, f"{_REPLACED} (its {MANIFEST} differs or is gone)")
 
     def _check_pinned(self, handles: Any) -> None:
         # Files _open_handles opened by path are the pinned dataset's only if the path still

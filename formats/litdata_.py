@@ -188,6 +188,13 @@ class LitDataReader(Reader):
             raise  # names the chunk: not damage
         except _ERRORS as err:
             raise DatasetError(self.path, f"item {i} does not read: {type(err).__name__}: {err}") from err
+        except Exception as err:
+            # boto3's errors from an object store (a body cut short: LitData's ranged reads do not
+            # retry a failed stream) are not OSErrors
+            if self.remote is None or not type(err).__module__.startswith("botocore"):
+                raise
+            raise DatasetError(self.path, f"item {i} does not read from the object store: "
+                               f"{type(err).__name__}: {err}") from err
         return self._sample(i, item)
 
     def _sample(self, i: int, item):
