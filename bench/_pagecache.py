@@ -166,11 +166,13 @@ class CacheState:
     cannot be evicted later) and again once it is open (verified), so its
     index is in memory and no page of its files is cached; :meth:`done`
     checks that the round read pages back from disk (``ColdRoundError``).
+    ``fresh`` opens a new reader for every round and leaves the page cache
+    alone (the remote rows: a reader's own caches must not serve a later round).
     """
 
     def __init__(self, mode: str, files: Sequence[Path]):
-        if mode not in ("warm", "cold"):
-            raise ValueError(f"cache mode must be 'warm' or 'cold', got {mode!r}")
+        if mode not in ("warm", "cold", "fresh"):
+            raise ValueError(f"cache mode must be 'warm', 'cold' or 'fresh', got {mode!r}")
         self.mode, self.files = mode, list(files)
         self._baseline: int | None = None
         self.rounds = 0
@@ -180,8 +182,13 @@ class CacheState:
     def cold(self) -> bool:
         return self.mode == "cold"
 
+    @property
+    def reopen(self) -> bool:
+        """Whether every round reads through a reader opened for it."""
+        return self.mode != "warm"
+
     def start(self) -> None:
-        if not self.cold:
+        if self.mode == "warm":
             prewarm(self.files)
 
     def before_open(self) -> None:

@@ -127,7 +127,7 @@ class Runner:
         def setup():
             if meter is not None:
                 meter.stop()  # the last round's figures, before anything else runs
-            if slot.args is not None and state.cold:
+            if slot.args is not None and state.reopen:
                 state.done()
                 close_round(slot.args)
                 slot.args = None  # the last reference: unmaps what the reader mapped

@@ -42,7 +42,8 @@ def _run(runner, session, fmt, preset, n, dataset, url, s3_server, op, target, f
         return (r,)
 
     meter = S3Meter(s3_server)
-    result = runner.reads(target, files=[], cache="warm", open_round=open_round,
+    # a new reader per round (opened outside the timer): a reader's caches never serve a later round
+    result = runner.reads(target, files=[], cache="fresh", open_round=open_round,
                           close_round=lambda a: a[0].close(), meter=meter)
     t = time.perf_counter()  # time to first sample: a new reader (new client), open + one read
     with formats.open_dataset(url, storage_options=s3_server.storage_options) as r:

@@ -88,6 +88,8 @@ def render_markdown(runs: Sequence[Run], tables: Sequence[Table], figures: Seque
     lines += ["", NOTE, ""]
     if (rows := summary.summary_rows(runs)):
         lines += ["## Summary", "", SUMMARY_NOTE, "", summary.to_markdown(rows)]
+    if (remote := summary.remote_rows(runs)):
+        lines += ["## Object store", "", summary.REMOTE_NOTE, "", summary.remote_markdown(remote)]
     for t in tables:
         lines += [f"## {t.group}", ""]
         if (cap := t.caption()):
@@ -136,6 +138,11 @@ def write_report(runs: Sequence[Run], out: str | Path,
                            (out / "summary.csv", summary.to_csv(rows))):
             path.write_text(text, encoding="utf-8", newline="\n")
             written.append(path)
+    if (remote := summary.remote_rows(runs)):
+        path = out / "remote.md"
+        path.write_text(f"# object store\n\n{summary.REMOTE_NOTE}\n\n" + summary.remote_markdown(remote),
+                        encoding="utf-8", newline="\n")
+        written.append(path)
     figures = write_figures(runs, out / "figures", kinds)
     report = out / "report.md"
     report.write_text(render_markdown(runs, tables, figures, out), encoding="utf-8", newline="\n")

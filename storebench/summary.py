@@ -125,3 +125,68 @@ def to_csv(rows: Sequence[dict[str, Any]]) -> str:
     for r in rows:
         w.writerow(["" if r[c] is None else repr(r[c]) if isinstance(r[c], float) else r[c] for c, _ in COLUMNS])
     return buf.getvalue()
+
+
+# ---- the object-store table (``pytest bench --store s3`` rows)
+
+#: (column, header) of the object-store table, one row per format, preset, n and read.
+REMOTE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("format", "format"), ("preset", "preset"), ("n", "n"), ("read", "read"), ("reads", "reads"),
+    ("get_requests_per_sample", "GET/sample"), ("bytes_per_sample", "bytes/sample"),
+    ("range_get_fraction", "ranged"), ("read_amplification", "amplification"),
+    ("time_to_first_sample_s", "first sample (s)"), ("rate", "loopback /s"), ("cpu_s", "CPU (s)"),
+    ("projected_epoch_s", "projected epoch (s)"), ("projected_epoch_s_serial", "projected, 1 in flight (s)"),
+)
+
+REMOTE_NOTE = ("One row per format, preset, n and read from a local S3 endpoint (`pytest bench --store s3`): GET "
+               "requests and body bytes per sample as the server counted them in a round (medians over rounds), "
+               "the share of GETs that asked for a byte range, read amplification (bytes sent over the samples' "
+               "or patches' pixel bytes), the time to the first sample of a new reader, images (patches) per "
+               "second over loopback, the client's CPU time per round, and the latency model's epoch: requests "
+               "x RTT / concurrency + bytes / bandwidth + CPU, at the RTT, bandwidth and concurrency in the row "
+               "(and at one request in flight).")
+
+
+def remote_rows(runs: Sequence[Run]) -> list[dict[str, Any]]:
+    """The object-store table's rows: every format row whose op starts with ``s3-``."""
+    out = []
+    for run in runs:
+        for b in run.benches:
+            if not b.is_storebench or b.is_bound or not str(b.op).startswith("s3-"):
+                continue
+            row: dict[str, Any] = {c: b.get(c) for c, _ in REMOTE_COLUMNS}
+            row.update(format=b.label, preset=b.get("preset"), n=b.n, read=str(b.op)[3:], reads=b.get("remote_reads"),
+                       rate=b.rate)
+            model = b.get("latency_model") or {}
+            row["model"] = model
+            out.append(row)
+    order = {"scan": 0, "random": 1, "batch": 2, "patch": 3}
+    return sorted(out, key=lambda r: (str(r["preset"]), r["n"] or 0, str(r["format"]), order.get(r["read"], 9)))
+
+
+def _remote_cell(col: str, x: Any) -> str:
+    if x is None:
+        return ""
+    if col == "range_get_fraction":
+        return fmt_percent(x)
+    if col in ("bytes_per_sample", "rate"):
+        return f"{x:,.0f}"
+    if col in ("get_requests_per_sample", "read_amplification"):
+        return f"{x:.3g}"
+    if isinstance(x, float):
+        return f"{x:.3g}" if x < 100 else f"{x:,.0f}"
+    return str(x)
+
+
+def remote_markdown(rows: Sequence[dict[str, Any]]) -> str:
+    models = {(m.get("rtt_ms"), m.get("bandwidth_mbps"), m.get("concurrency")) for r in rows if (m := r["model"])}
+    head = ""
+    if len(models) == 1:
+        rtt, bw, c = next(iter(models))
+        head = f"Latency model: {rtt:g} ms RTT, {bw:g} Mbit/s, {c} requests in flight.\n\n"
+    left = {"format", "preset", "read", "reads"}
+    lines = ["| " + " | ".join(h for _, h in REMOTE_COLUMNS) + " |",
+             "|" + "|".join("---" if c in left else "---:" for c, _ in REMOTE_COLUMNS) + "|"]
+    for r in rows:
+        lines.append("| " + " | ".join(_remote_cell(c, r[c]).replace("|", "\\|") for c, _ in REMOTE_COLUMNS) + " |")
+    return head + "\n".join(lines) + "\n"

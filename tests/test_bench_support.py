@@ -45,7 +45,8 @@ class FakeConfig:
         self.values = {"sizes": None, "workers": "0,2", "formats": None, "preset": "cifar",
                        "cache": "warm", "rounds": "3", "data_dir": None, "batch_size": None,
                        "mp_context": None, "persistent": "off,on", "seed": "0", "folds": 5, "epochs": 3,
-                       "patch": "224,64", "fetch_workload": "none", "benchmark_disable": True,
+                       "patch": "224,64", "fetch_workload": "none", "store": "local", "rtt_ms": "20",
+                       "bandwidth_mbps": "1000", "concurrency": "8", "benchmark_disable": True,
                        "benchmark_enable": False, **given}
 
     def getoption(self, name):
@@ -99,6 +100,13 @@ def test_sweep_defaults_and_explicit_options(tmp_path):
     assert opts.persistent == (True,) and opts.seed == 7 and (opts.folds, opts.epochs) == (2, 4)
     assert opts.patch == ((96, 128), (32, 32, 32)) and opts.patch_for(2) == (96, 128)
     assert json.loads(json.dumps(opts.to_json()))["patch"] == "96x128,32x32x32"
+    assert (opts.stores, opts.rtt_ms, opts.bandwidth_mbps, opts.concurrency) == (("local",), 20.0, 1000.0, 8)
+    opts = _options.from_config(FakeConfig(tmp_path, store="local,s3", rtt_ms="1.5", bandwidth_mbps="100",
+                                           concurrency="32"))
+    assert (opts.stores, opts.rtt_ms, opts.bandwidth_mbps, opts.concurrency) == (("local", "s3"), 1.5, 100.0, 32)
+    for bad in ({"store": "gcs"}, {"rtt_ms": "0"}, {"bandwidth_mbps": "fast"}, {"concurrency": "0"}):
+        with pytest.raises(ValueError):
+            _options.from_config(FakeConfig(tmp_path, **bad))
 
 
 def test_patch_option_takes_sides_and_shapes():
