@@ -249,3 +249,32 @@ def test_write_refuses_a_path_that_names_no_new_directory(name, tmp_path, monkey
     with pytest.raises(ValueError, match="names no new directory"):
         formats.get("npy").write(fixtures.make_dataset("cifar", 1), name, overwrite=True)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("fmt", format_params())
+def test_every_builtin_format_says_how_it_reads_an_object_store(fmt):
+    """Each built-in format (and variant) declares remote_reads, or its own local_only reason (not the
+    base class's placeholder that a plug-in inherits)."""
+    if fmt.remote_reads is not None:
+        assert fmt.remote_reads in ("ranges", "objects", "shards")
+    else:
+        assert fmt.local_only and fmt.local_only != formats.Format.local_only, fmt.id
+
+
+@pytest.mark.parametrize("fmt", [p for p in format_params(variants=False)
+                                 if isinstance(p.values[0], formats.Format) and p.values[0].remote_reads])
+def test_a_remote_checksum_mismatch_is_found(fmt, tmp_path, s3_server):
+    """verify=True checks samples read from s3:// against checksums.u32 as locally (the formats with
+    remote_reads; the others' refusal is FormatTests')."""
+    samples = list(fixtures.make_dataset("cifar", 3))
+    path = tmp_path / "ds"
+    fmt.write(samples, path)
+    crcs = np.fromfile(path / "checksums.u32", "<u4")
+    crcs[1] ^= 1
+    crcs.tofile(path / "checksums.u32")
+    url = s3_server.upload(path, f"contract/{tmp_path.name}")
+    with formats.open_dataset(url, verify=True, storage_options=s3_server.storage_options) as r:
+        assert r[0].key == samples[0].key
+        with pytest.raises(ChecksumError, match="sample 1"):
+            r[1]
+        assert r.verify() == [samples[1].key]
