@@ -252,7 +252,7 @@ def test_write_refuses_a_path_that_names_no_new_directory(name, tmp_path, monkey
 
 
 @pytest.mark.parametrize("fmt", format_params())
-def test_every_builtin_format_says_how_it_reads_an_object_store(fmt):
+def test_every_builtin_format_declares_remote_reads_or_why_not(fmt):
     """Each built-in format (and variant) declares remote_reads, or its own local_only reason (not the
     base class's placeholder that a plug-in inherits)."""
     if fmt.remote_reads is not None:
@@ -261,11 +261,12 @@ def test_every_builtin_format_says_how_it_reads_an_object_store(fmt):
         assert fmt.local_only and fmt.local_only != formats.Format.local_only, fmt.id
 
 
-@pytest.mark.parametrize("fmt", [p for p in format_params(variants=False)
+@pytest.mark.parametrize("fmt", [p for p in format_params()
                                  if isinstance(p.values[0], formats.Format) and p.values[0].remote_reads])
 def test_a_remote_checksum_mismatch_is_found(fmt, tmp_path, s3_server):
-    """verify=True checks samples read from s3:// against checksums.u32 as locally (the formats with
-    remote_reads; the others' refusal is FormatTests')."""
+    """verify=True checks samples read from s3:// against checksums.u32 as locally, for every variant
+    of the formats with remote_reads (FormatTests' object-store round trips run once per format; the
+    others' refusal is FormatTests')."""
     samples = list(fixtures.make_dataset("cifar", 3))
     path = tmp_path / "ds"
     fmt.write(samples, path)

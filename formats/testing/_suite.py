@@ -93,7 +93,7 @@ class FormatTests(ProcessTests, WriterTests, BadInputTests, ReaderPinningTests, 
         "test_dead_writers_temp_dir_is_cleaned",
         "test_open_reader_when_another_process_writes_over_the_dataset", "test_open_reader_when_the_path_moves",
         "test_open_reader_when_the_dataset_is_deleted", "test_native_loader_with_workers",
-        "test_object_store_faults_are_retried_or_typed",
+        "test_object_store_reads_match_local", "test_object_store_faults_are_retried_or_typed",
     })
 
     @pytest.fixture
