@@ -291,8 +291,15 @@ def test_warm_state_reads_the_files_once(tmp_path):
         state.done()
     assert state.rounds == 2
     assert file_residency(f)[0] == file_residency(f)[1]
-    with pytest.raises(ValueError, match="warm' or 'cold"):
+    with pytest.raises(ValueError, match="'warm', 'cold' or 'fresh'"):
         CacheState("tepid", [f])
+    assert not state.reopen and CacheState("cold", [f]).reopen
+    fresh = CacheState("fresh", [])  # the remote rows: a new reader per round, the page cache left alone
+    fresh.start()
+    fresh.before_open()
+    fresh.ready()
+    fresh.done()
+    assert fresh.reopen and not fresh.cold and fresh.rounds == 1 and fresh.gained == []
 
 
 # --------------------------------------------------------------------------- dataset cache
