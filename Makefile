@@ -28,12 +28,13 @@ venv: $(STAMP)
 # conformance are in tests/); `make bench` times every variant.
 # Two at a time, one per core: the conformance suite beside the other test files, then the
 # benchmark smoke run beside lint; the first's output follows the second's, and either failing fails.
+COMMA := ,
 PAIR = { $(1) > $(2) 2>&1 & pid=$$!; $(3); st=$$?; wait $$pid || st=1; cat $(2); rm -f $(2); exit $$st; }
 test: $(STAMP)
 	@$(call PAIR,$(BIN)/python -m pytest tests/test_conformance.py --benchmark-disable -m "not slow" $(PYTEST_ARGS),\
 		.conformance.log,$(BIN)/python -m pytest tests --ignore=tests/test_conformance.py --benchmark-disable \
 		-m "not slow" $(PYTEST_ARGS))
-	@$(call PAIR,STOREBENCH_FORMAT_VARIANTS=defaults $(BIN)/python -m pytest bench --benchmark-disable -m "not slow" --store local,s3 \
+	@$(call PAIR,STOREBENCH_FORMAT_VARIANTS=defaults $(BIN)/python -m pytest bench --benchmark-disable -m "not slow" --store local$(COMMA)s3 \
 		$(PYTEST_ARGS),.bench-smoke.log,$(MAKE) lint)
 
 lint: $(STAMP)

