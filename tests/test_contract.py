@@ -89,15 +89,21 @@ def test_new_pickle_files_name_the_namespace(tmp_path):
         assert r.manifest["format_version"] == 2 and len(list(r)) == 2
 
 
+def _with_a_bad_checksum(fmt, path, *, n: int, bad: int) -> list:
+    """Write n cifar samples with ``fmt`` at ``path``, flip a bit of sample ``bad``'s stored checksum; the samples."""
+    samples = list(fixtures.make_dataset("cifar", n))
+    fmt.write(samples, path)
+    crcs = np.fromfile(path / "checksums.u32", "<u4")
+    crcs[bad] ^= 1
+    crcs.tofile(path / "checksums.u32")
+    return samples
+
+
 @pytest.mark.parametrize("fmt", format_params(variants=False))
 def test_verify_checks_every_read_path(fmt, tmp_path):
     """A checksum mismatch is a ChecksumError from r[i], get, read_batch, iteration and a pickled reader."""
-    samples = list(fixtures.make_dataset("cifar", 4))
     path = tmp_path / "ds"
-    fmt.write(samples, path)
-    crcs = np.fromfile(path / "checksums.u32", "<u4")
-    crcs[2] ^= 1
-    crcs.tofile(path / "checksums.u32")
+    samples = _with_a_bad_checksum(fmt, path, n=4, bad=2)
     import pickle
     with fmt.open(path, verify=True) as r:
         assert r[1].key == samples[1].key
@@ -267,12 +273,8 @@ def test_a_remote_checksum_mismatch_is_found(fmt, tmp_path, s3_server):
     """verify=True checks samples read from s3:// against checksums.u32 as locally, for every variant
     of the formats with remote_reads (FormatTests' object-store round trips run once per format; the
     others' refusal is FormatTests')."""
-    samples = list(fixtures.make_dataset("cifar", 3))
     path = tmp_path / "ds"
-    fmt.write(samples, path)
-    crcs = np.fromfile(path / "checksums.u32", "<u4")
-    crcs[1] ^= 1
-    crcs.tofile(path / "checksums.u32")
+    samples = _with_a_bad_checksum(fmt, path, n=3, bad=1)
     url = s3_server.upload(path, f"contract/{tmp_path.name}")
     with formats.open_dataset(url, verify=True, storage_options=s3_server.storage_options) as r:
         assert r[0].key == samples[0].key
